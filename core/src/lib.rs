@@ -1,0 +1,40 @@
+//! # medallion-core — the portable engine
+//!
+//! Runs the medallion architecture (bronze → silver → gold) over DataFusion, with no I/O,
+//! threads, runtime or clock of its own. Every byte it reads or writes goes through the
+//! [`storage::Storage`] trait, which each runtime (native CLI, browser, wasmtime guest)
+//! implements in a few dozen lines; the time is passed in through [`clock::Clock`].
+//!
+//! A map of the crate:
+//! - [`storage`]: the byte-range I/O trait, an in-memory implementation, request counting.
+//! - [`object_store_adapter`]: the one place where the `!Send` storage crosses into
+//!   DataFusion's `Send` world.
+//! - [`spec`]: the pipeline spec (TOML) and its validation.
+//! - [`dag`]: table dependencies read from each table's SQL, in run order.
+//! - [`source`]: bronze ingestion of CSV, NDJSON and Parquet with rescued rows.
+//! - [`quality`]: silver casts, expectations (warn / drop / fail) and deduplication.
+//! - [`delta`]: the subset of the Delta Lake protocol Medallion reads and writes.
+//! - [`pipeline`]: one run of a spec against a lake, returning a [`report::RunReport`].
+//! - [`query`]: ad-hoc SQL over Parquet files and Delta tables.
+//! - [`inspect`]: what is inside a Parquet file, read from its footer.
+
+pub use datafusion;
+pub use datafusion::arrow;
+pub use datafusion::parquet;
+
+pub mod clock;
+pub mod dag;
+pub mod delta;
+pub mod error;
+pub mod inspect;
+pub mod object_store_adapter;
+pub mod pipeline;
+pub mod quality;
+pub mod query;
+pub mod report;
+pub mod source;
+pub mod spec;
+pub mod storage;
+mod types;
+
+pub use error::{Error, Result};

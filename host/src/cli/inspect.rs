@@ -1,0 +1,44 @@
+//! `medallion inspect`.
+
+use medallion_core::inspect::inspect as summarize;
+use medallion_core::report::human_bytes;
+use medallion_host::local_fs::{absolute, LocalFs};
+
+pub async fn inspect(path: &str, json: bool) -> anyhow::Result<()> {
+    let s = summarize(&LocalFs, &absolute(path)?).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(());
+    }
+    println!("{}", s.location);
+    println!("  size        {} ({} bytes)", human_bytes(s.size), s.size);
+    println!("  rows        {}", s.num_rows);
+    println!("  row groups  {}", s.row_groups.len());
+    if let Some(c) = &s.created_by {
+        println!("  created by  {c}");
+    }
+    println!("schema:");
+    for f in &s.schema {
+        println!("  {f}");
+    }
+    for (i, rg) in s.row_groups.iter().enumerate() {
+        println!(
+            "row group {i}: {} rows, {} compressed ({} uncompressed)",
+            rg.num_rows,
+            human_bytes(rg.compressed_bytes.max(0) as u64),
+            human_bytes(rg.uncompressed_bytes.max(0) as u64)
+        );
+        for c in &rg.columns {
+            println!(
+                "  {:<28} {:>10} {:<8} nulls {:<6} min {:<20} max {}",
+                c.path,
+                human_bytes(c.compressed_bytes.max(0) as u64),
+                c.compression,
+                c.null_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                c.min.as_deref().unwrap_or("-"),
+                c.max.as_deref().unwrap_or("-"),
+            );
+        }
+    }
+    Ok(())
+}

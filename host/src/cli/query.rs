@@ -1,0 +1,68 @@
+//! `medallion query`.
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use medallion_core::pipeline::{quarantine_location, table_location};
+use medallion_core::query::{collect_sql, new_context, register_location, EngineOptions};
+use medallion_core::spec::Layer;
+use medallion_core::storage::Storage;
+use medallion_host::local_fs::{absolute, LocalFs};
+
+use super::output::print_batches;
+use super::Format;
+
+pub async fn query(sql: &str, tables: &[String], lake: Option<&str>, format: Format, max_rows: usize, engine: EngineOptions) -> anyhow::Result<()> {
+    let storage: Arc<dyn Storage> = Arc::new(LocalFs);
+    let ctx = new_context(engine);
+    if let Some(lake) = lake {
+        let n = register_lake(&ctx, &storage, lake).await?;
+        if n == 0 {
+            bail!("the lake {lake} holds no tables (expected folders like {lake}/gold/<table>/_delta_log)");
+        }
+    }
+    for t in tables {
+        let Some((name, path)) = t.split_once('=') else {
+            bail!("--table `{t}`: expected NAME=PATH, for example --table orders=data/orders.parquet");
+        };
+        let (prefix, path) = match path.strip_prefix("delta:") {
+            Some(p) => ("delta:", p),
+            None => ("", path),
+        };
+        let location = format!("{prefix}{}", absolute(path)?);
+        register_location(&ctx, &storage, name, &location)
+            .await
+            .with_context(|| format!("table `{name}` ({path})"))?;
+    }
+    let (_, batches) = collect_sql(&ctx, "query", sql).await?;
+    print_batches(&batches, format, max_rows)
+}
+
+/// Registers every Delta table of a lake under its name; quarantines as `<name>_quarantine`.
+pub async fn register_lake(ctx: &medallion_core::datafusion::prelude::SessionContext, storage: &Arc<dyn Storage>, lake: &str) -> anyhow::Result<usize> {
+    let lake = absolute(lake)?;
+    let mut n = 0;
+    for layer in ["bronze", "silver", "gold", "quarantine"] {
+        let dir = std::path::Path::new(&lake).join(layer);
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let mut names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().to_str().map(str::to_string)).collect();
+        names.sort();
+        for name in names {
+            let location = match layer {
+                "quarantine" => quarantine_location(&lake, &name),
+                "bronze" => table_location(&lake, Layer::Bronze, &name),
+                "silver" => table_location(&lake, Layer::Silver, &name),
+                _ => table_location(&lake, Layer::Gold, &name),
+            };
+            if !medallion_core::delta::is_delta_table(storage.as_ref(), &location).await? {
+                continue;
+            }
+            let table = if layer == "quarantine" { format!("{name}_quarantine") } else { name };
+            register_location(ctx, storage, &table, &format!("delta:{location}"))
+                .await
+                .with_context(|| format!("table {location}"))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}

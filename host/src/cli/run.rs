@@ -1,0 +1,52 @@
+//! `medallion run`.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context;
+use medallion_core::pipeline::RunOptions;
+use medallion_core::query::EngineOptions;
+use medallion_core::report::RunReport;
+use medallion_core::spec::PipelineSpec;
+
+use super::progress::RunProgress;
+use medallion_host::{local_fs, SystemClock};
+
+/// Runs the spec at `spec_path` into `lake`; prints the report (summary or JSON).
+pub async fn run(spec_path: &Path, lake: &str, json: bool, engine: EngineOptions) -> anyhow::Result<()> {
+    let report = run_spec(spec_path, lake, !json, engine).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.summary());
+    }
+    Ok(())
+}
+
+/// Runs a spec and returns its report; shows progress on stderr if `show_progress`.
+pub async fn run_spec(spec_path: &Path, lake: &str, show_progress: bool, engine: EngineOptions) -> anyhow::Result<RunReport> {
+    let text = std::fs::read_to_string(spec_path)
+        .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
+    let spec = PipelineSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
+    let base = spec_path
+        .parent()
+        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .unwrap_or(Path::new("."));
+    let opts = RunOptions {
+        lake: local_fs::absolute(lake).with_context(|| format!("lake folder {lake}"))?,
+        base: local_fs::absolute(&base.to_string_lossy())?,
+        run_id: medallion_host::new_run_id(),
+        engine,
+    };
+    let progress = RunProgress::new(show_progress);
+    let report = medallion_core::pipeline::run(
+        &spec,
+        Arc::new(local_fs::LocalFs),
+        &SystemClock::new(),
+        &opts,
+        &|event| progress.on(event),
+    )
+    .await;
+    progress.finish();
+    report.with_context(|| format!("pipeline {} failed; no table was changed", spec_path.display()))
+}

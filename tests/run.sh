@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Sets up everything the tests need on a fresh Debian machine (Rust targets, Debian and Python
+# packages), then runs every test: formatting and lints, the wasm builds of the core, the
+# Rust tests, and the check that deltalake and DuckDB read Medallion's tables identically.
+# Safe to re-run: installed pieces are skipped. Builds go to $CARGO_TARGET_DIR
+# (default ~/.cache/medallion/target) so later runs reuse them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion/target}"
+export CARGO_TERM_COLOR=never
+VENV="${MEDALLION_VENV:-$HOME/.cache/medallion/venv}"
+start=$(date +%s)
+step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
+
+step "setup: Debian packages, Rust targets, Python packages"
+need=()
+for p in clang llvm wasi-libc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null 2>&1
+rustup component add clippy rustfmt >/dev/null 2>&1 || true
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+"$VENV/bin/python" -c "import duckdb, deltalake, pyarrow, duckdb_extension_delta" 2>/dev/null || \
+  "$VENV/bin/pip" install -q "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" deltalake pyarrow
+
+step "format"
+cargo fmt --all --check
+
+step "core for the browser: clippy on wasm32-unknown-unknown"
+cargo clippy -p medallion-core --target wasm32-unknown-unknown -- -D warnings
+
+step "core for the wasmtime guest: check on wasm32-wasip1"
+cargo check -p medallion-core --target wasm32-wasip1
+
+step "native tests"
+cargo test --workspace
+
+step "native lints"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Delta interop: deltalake and duckdb read the retail demo's lake"
+cargo build --bin medallion
+bin="$CARGO_TARGET_DIR/debug/medallion"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+"$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 >"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
+"$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 --more >>"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
+"$VENV/bin/python" tests/delta_readers.py "$bin" "$work/lake"
+
+step "all tests passed"
