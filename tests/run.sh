@@ -7,7 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion/target}"
-export CARGO_TERM_COLOR=never
+export CARGO_TERM_COLOR=never RUST_BACKTRACE=0
 VENV="${MEDALLION_VENV:-$HOME/.cache/medallion/venv}"
 start=$(date +%s)
 step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }

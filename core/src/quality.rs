@@ -87,6 +87,7 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
     let mut kept = Vec::new();
     let mut quarantine = Vec::new();
     let mut dropped = 0u64;
+    let mut first_failure: Option<(String, String)> = None;
     for batch in &batches {
         let n = batch.num_rows();
         let mut reasons: Vec<Option<String>> = vec![None; n];
@@ -133,13 +134,11 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
             match exp.on_violation {
                 OnViolation::Warn => {}
                 OnViolation::Fail => {
-                    let first = (0..n).find(|&r| violated.value(r)).unwrap_or(0);
-                    return Err(Error::ExpectationFailed {
-                        table: table.to_string(),
-                        expectation: exp.name.clone(),
-                        violations: count,
-                        sample: describe_row(&casted, first),
-                    });
+                    // Count every batch before failing, so the error gives the whole count.
+                    if first_failure.is_none() {
+                        let first = (0..n).find(|&r| violated.value(r)).unwrap_or(0);
+                        first_failure = Some((report.name.clone(), describe_row(&casted, first)));
+                    }
                 }
                 OnViolation::Drop => {
                     for (r, reason) in reasons.iter_mut().enumerate() {
@@ -160,6 +159,16 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
         let good = not(&bad).context(|| format!("table `{table}`"))?;
         kept.push(filter_record_batch(&casted, &good).context(|| format!("table `{table}`"))?);
     }
+    if let Some((expectation, sample)) = first_failure {
+        let violations = reports.iter().find(|r| r.name == expectation).map(|r| r.violations).unwrap_or(0);
+        return Err(Error::ExpectationFailed {
+            table: table.to_string(),
+            expectation,
+            violations,
+            sample,
+        });
+    }
+
     let rows_before: usize = kept.iter().map(|b| b.num_rows()).sum();
     let (schema, kept) = match &spec.dedupe {
         Some(d) => dedupe(ctx, table, d, cast_schema.clone(), kept).await?,

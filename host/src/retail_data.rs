@@ -114,27 +114,62 @@ const LAST_NAMES: [(&str, &str); 16] = [
 const CATEGORIES: [(&str, [&str; 6], (i64, i64)); 7] = [
     (
         "Electronics",
-        ["Headphones", "Charger", "Bluetooth Speaker", "Webcam", "Keyboard", "USB-C Hub"],
+        [
+            "Headphones",
+            "Charger",
+            "Bluetooth Speaker",
+            "Webcam",
+            "Keyboard",
+            "USB-C Hub",
+        ],
         (999, 29_999),
     ),
     (
         "Home",
-        ["Lamp", "Throw Pillow", "Storage Box", "Wall Clock", "Towel Set", "Candle"],
+        [
+            "Lamp",
+            "Throw Pillow",
+            "Storage Box",
+            "Wall Clock",
+            "Towel Set",
+            "Candle",
+        ],
         (499, 8_999),
     ),
     (
         "Garden",
-        ["Hose", "Trowel", "Planter", "Seed Mix", "Pruning Shears", "Bird Feeder"],
+        [
+            "Hose",
+            "Trowel",
+            "Planter",
+            "Seed Mix",
+            "Pruning Shears",
+            "Bird Feeder",
+        ],
         (299, 6_999),
     ),
     (
         "Toys",
-        ["Puzzle", "Building Blocks", "Plush Bear", "Board Game", "Kite", "Toy Car"],
+        [
+            "Puzzle",
+            "Building Blocks",
+            "Plush Bear",
+            "Board Game",
+            "Kite",
+            "Toy Car",
+        ],
         (399, 5_999),
     ),
     (
         "Books",
-        ["Cookbook", "Novel", "Travel Guide", "Atlas", "Notebook", "Comic"],
+        [
+            "Cookbook",
+            "Novel",
+            "Travel Guide",
+            "Atlas",
+            "Notebook",
+            "Comic",
+        ],
         (499, 3_999),
     ),
     (
@@ -144,12 +179,27 @@ const CATEGORIES: [(&str, [&str; 6], (i64, i64)); 7] = [
     ),
     (
         "Grocery",
-        ["Coffee Beans", "Olive Oil", "Green Tea", "Granola", "Pasta", "Dark Chocolate"],
+        [
+            "Coffee Beans",
+            "Olive Oil",
+            "Green Tea",
+            "Granola",
+            "Pasta",
+            "Dark Chocolate",
+        ],
         (149, 2_499),
     ),
 ];
 const ADJECTIVES: [&str; 10] = [
-    "Classic", "Compact", "Deluxe", "Eco", "Essential", "Premium", "Everyday", "Pro", "Mini",
+    "Classic",
+    "Compact",
+    "Deluxe",
+    "Eco",
+    "Essential",
+    "Premium",
+    "Everyday",
+    "Pro",
+    "Mini",
     "Organic",
 ];
 
@@ -173,7 +223,10 @@ impl RetailData {
         fs::create_dir_all(dir)?;
         let mut generated = Generated::default();
         generated.write(dir.join("customers.csv"), self.customers_csv().as_bytes())?;
-        generated.write(dir.join("products.csv"), products_csv(&self.products()).as_bytes())?;
+        generated.write(
+            dir.join("products.csv"),
+            products_csv(&self.products()).as_bytes(),
+        )?;
         for n in 0..batches {
             generated.extend(self.write_batch(dir, n)?);
         }
@@ -192,13 +245,22 @@ impl RetailData {
             Ok(sub.join(format!("{table}-{n:04}.{ext}")))
         };
         let mut generated = Generated::default();
-        generated.write(name("orders", "ndjson")?, self.orders_ndjson(n, &orders).as_bytes())?;
+        generated.write(
+            name("orders", "ndjson")?,
+            self.orders_ndjson(n, &orders).as_bytes(),
+        )?;
         generated.write(
             name("order_items", "ndjson")?,
             self.order_items_ndjson(n, &orders, &products).as_bytes(),
         )?;
-        generated.write(name("clicks", "ndjson")?, self.clicks_ndjson(n, &products).as_bytes())?;
-        generated.write(name("inventory", "parquet")?, &self.inventory_parquet(n, &products)?)?;
+        generated.write(
+            name("clicks", "ndjson")?,
+            self.clicks_ndjson(n, &products).as_bytes(),
+        )?;
+        generated.write(
+            name("inventory", "parquet")?,
+            &self.inventory_parquet(n, &products)?,
+        )?;
         Ok(generated)
     }
 
@@ -208,7 +270,10 @@ impl RetailData {
         } else {
             Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("retail data scale must be a positive number, got {}", self.scale),
+                format!(
+                    "retail data scale must be a positive number, got {}",
+                    self.scale
+                ),
             ))
         }
     }
@@ -243,9 +308,8 @@ impl RetailData {
                     format!("{first} {last}")
                 };
                 let signup_day = rng.random_range(first_signup..=last_update);
-                let updated_at = rng.random_range(
-                    signup_day * SECS_PER_DAY..(last_update + 1) * SECS_PER_DAY,
-                );
+                let updated_at =
+                    rng.random_range(signup_day * SECS_PER_DAY..(last_update + 1) * SECS_PER_DAY);
                 Customer {
                     id,
                     name,
@@ -287,7 +351,10 @@ impl RetailData {
         updates.sort_by_key(|c| c.updated_at);
 
         let mut malformed = vec![None; count];
-        for (k, i) in sample(&mut rng, count, share(count, 0.0025, 3)).into_iter().enumerate() {
+        for (k, i) in sample(&mut rng, count, share(count, 0.0025, 3))
+            .into_iter()
+            .enumerate()
+        {
             malformed[i] = Some(k % 2);
         }
 
@@ -352,8 +419,9 @@ impl RetailData {
         let day_start = (BASE_DAY + n as i64) * SECS_PER_DAY;
         let day_end = day_start + SECS_PER_DAY;
         // Orders stop at 20:00 so that a same-day update still fits in the day.
-        let mut times: Vec<i64> =
-            (0..per_batch).map(|_| day_start + rng.random_range(0..72_000)).collect();
+        let mut times: Vec<i64> = (0..per_batch)
+            .map(|_| day_start + rng.random_range(0..72_000))
+            .collect();
         times.sort_unstable();
         let first_id = (n * per_batch) as i64 + 1;
         let mut orders: Vec<Order> = times
@@ -395,7 +463,9 @@ impl RetailData {
             orders[i].customer_id = Some(customers + rng.random_range(1..=1000));
         }
 
-        let open: Vec<usize> = (0..per_batch).filter(|&i| !orders[i].status.is_final()).collect();
+        let open: Vec<usize> = (0..per_batch)
+            .filter(|&i| !orders[i].status.is_final())
+            .collect();
         for j in sample(&mut rng, open.len(), share(per_batch, 0.015, 1)) {
             let order = &mut orders[open[j]];
             let status = order.status.advance(&mut rng);
@@ -424,8 +494,10 @@ impl RetailData {
                 continue;
             }
             let earlier = self.base_orders(n - back);
-            let open: Vec<&Order> =
-                earlier.iter().filter(|o| !o.current_status().is_final()).collect();
+            let open: Vec<&Order> = earlier
+                .iter()
+                .filter(|o| !o.current_status().is_final())
+                .collect();
             for j in sample(&mut rng, open.len(), share(per_batch, fraction, 1)) {
                 let o = open[j];
                 let status = o.current_status().advance(&mut rng);
@@ -482,8 +554,7 @@ impl RetailData {
         while events.len() < target {
             let session_id = format!("sess-{:012x}", rng.random::<u64>() >> 16);
             // Most visitors browse without logging in.
-            let customer_id =
-                (!rng.random_bool(0.35)).then(|| rng.random_range(1..=customers));
+            let customer_id = (!rng.random_bool(0.35)).then(|| rng.random_range(1..=customers));
             // Sessions start by 23:00 and last under 40 minutes, so they stay in their day.
             let mut ts = day_start + rng.random_range(0..SECS_PER_DAY - 3_600);
             let mut carted: Option<i64> = None;
@@ -562,7 +633,8 @@ impl RetailData {
         ];
         let batch = RecordBatch::try_new(schema.clone(), columns).map_err(io::Error::other)?;
         let mut buffer = Vec::new();
-        let mut writer = ArrowWriter::try_new(&mut buffer, schema, None).map_err(io::Error::other)?;
+        let mut writer =
+            ArrowWriter::try_new(&mut buffer, schema, None).map_err(io::Error::other)?;
         writer.write(&batch).map_err(io::Error::other)?;
         writer.close().map_err(io::Error::other)?;
         Ok(buffer)
@@ -672,7 +744,8 @@ struct Order {
 
 impl Order {
     fn current_status(&self) -> Status {
-        self.same_day_update.map_or(self.status, |(status, _)| status)
+        self.same_day_update
+            .map_or(self.status, |(status, _)| status)
     }
 
     fn json(&self, status: Status, updated_at: i64) -> String {
@@ -879,7 +952,13 @@ fn date_str(days: i64) -> String {
 fn ts_str(secs: i64) -> String {
     let days = secs.div_euclid(SECS_PER_DAY);
     let s = secs.rem_euclid(SECS_PER_DAY);
-    format!("{}T{:02}:{:02}:{:02}Z", date_str(days), s / 3600, s / 60 % 60, s % 60)
+    format!(
+        "{}T{:02}:{:02}:{:02}Z",
+        date_str(days),
+        s / 3600,
+        s / 60 % 60,
+        s % 60
+    )
 }
 
 #[cfg(test)]
@@ -888,7 +967,10 @@ mod tests {
     use medallion_core::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     use std::collections::{HashMap, HashSet};
 
-    const DATA: RetailData = RetailData { scale: 0.5, seed: 7 };
+    const DATA: RetailData = RetailData {
+        scale: 0.5,
+        seed: 7,
+    };
 
     fn read(path: &Path) -> String {
         fs::read_to_string(path).unwrap()
@@ -933,7 +1015,10 @@ mod tests {
         assert_eq!(days_from_civil(2026, 1, 1), BASE_DAY);
         assert_eq!(date_str(BASE_DAY + 59), "2026-03-01");
         assert_eq!(date_str(days_from_civil(2024, 2, 29)), "2024-02-29");
-        assert_eq!(ts_str(BASE_DAY * SECS_PER_DAY + 3_661), "2026-01-01T01:01:01Z");
+        assert_eq!(
+            ts_str(BASE_DAY * SECS_PER_DAY + 3_661),
+            "2026-01-01T01:01:01Z"
+        );
     }
 
     #[test]
@@ -944,18 +1029,29 @@ mod tests {
         let gb = DATA.write_initial(b.path(), 2).unwrap();
         assert_eq!(ga.files.len(), 2 + 2 * 4);
         assert_eq!(ga.bytes, gb.bytes);
-        let on_disk: u64 = ga.files.iter().map(|f| fs::metadata(f).unwrap().len()).sum();
+        let on_disk: u64 = ga
+            .files
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum();
         assert_eq!(ga.bytes, on_disk);
         for (fa, fb) in ga.files.iter().zip(&gb.files) {
             assert_eq!(fa.strip_prefix(a.path()), fb.strip_prefix(b.path()));
-            assert!(fs::read(fa).unwrap() == fs::read(fb).unwrap(), "{} differs", fa.display());
+            assert!(
+                fs::read(fa).unwrap() == fs::read(fb).unwrap(),
+                "{} differs",
+                fa.display()
+            );
         }
 
         // An incremental batch equals the one an initial extract would have written.
         let later = DATA.write_batch(a.path(), 1).unwrap();
         assert_eq!(later.files, ga.files[6..10].to_vec());
-        assert!(later.files.iter().zip(&gb.files[6..10]).all(|(x, y)| fs::read(x).unwrap()
-            == fs::read(y).unwrap()));
+        assert!(later
+            .files
+            .iter()
+            .zip(&gb.files[6..10])
+            .all(|(x, y)| fs::read(x).unwrap() == fs::read(y).unwrap()));
 
         let other = RetailData { seed: 8, ..DATA };
         let c = tempfile::tempdir().unwrap();
@@ -977,7 +1073,10 @@ mod tests {
             Some("customer_id,name,email,region,segment_hint,signup_date,updated_at")
         );
         let rows: Vec<&str> = rows.collect();
-        assert!(rows.iter().any(|r| csv_fields(r) != 7), "no malformed customer rows");
+        assert!(
+            rows.iter().any(|r| csv_fields(r) != 7),
+            "no malformed customer rows"
+        );
         assert!(rows.iter().any(|r| r.contains(",,")), "no empty emails");
         let mut ids = HashMap::new();
         for r in rows.iter().filter(|r| csv_fields(r) == 7) {
@@ -998,37 +1097,56 @@ mod tests {
             let path = d.join(format!("orders/orders-{n:04}.ndjson"));
             let (orders, bad) = json_lines(&path);
             assert!(bad > 0, "no malformed orders in batch {n}");
-            assert!(duplicate_lines(&path) > 0, "no duplicate orders in batch {n}");
+            assert!(
+                duplicate_lines(&path) > 0,
+                "no duplicate orders in batch {n}"
+            );
             assert!(orders.iter().any(|o| o["customer_id"].is_null()));
-            let ids: Vec<i64> = orders.iter().map(|o| o["order_id"].as_i64().unwrap()).collect();
+            let ids: Vec<i64> = orders
+                .iter()
+                .map(|o| o["order_id"].as_i64().unwrap())
+                .collect();
             ids_by_batch.push(ids);
         }
         // Late updates: batch 2 updates orders first written by batches 0 and 1.
         let last_of = |n: usize| ids_by_batch[n].iter().max().copied().unwrap();
         let (last_0, last_1) = (last_of(0), last_of(1));
         assert!(ids_by_batch[2].iter().any(|&id| id <= last_0));
-        assert!(ids_by_batch[2].iter().any(|&id| id > last_0 && id <= last_1));
+        assert!(ids_by_batch[2]
+            .iter()
+            .any(|&id| id > last_0 && id <= last_1));
 
         let items_path = d.join("order_items/order_items-0001.ndjson");
         let (items, bad) = json_lines(&items_path);
         assert!(bad > 0, "no malformed order items");
         assert!(duplicate_lines(&items_path) > 0, "no duplicate order items");
         assert!(items.iter().any(|i| i["quantity"].as_i64().unwrap() <= 0));
-        assert!(items.iter().any(|i| i["product_id"].as_i64().unwrap() > 150));
+        assert!(items
+            .iter()
+            .any(|i| i["product_id"].as_i64().unwrap() > 150));
 
         let clicks_path = d.join("clicks/clicks-0002.ndjson");
         let (clicks, bad) = json_lines(&clicks_path);
         assert!(bad > 0, "no malformed clicks");
         let mut events = HashSet::new();
-        assert!(clicks.iter().any(|c| !events.insert(c["event_id"].as_str().unwrap().to_string())));
+        assert!(clicks
+            .iter()
+            .any(|c| !events.insert(c["event_id"].as_str().unwrap().to_string())));
 
         let file = fs::File::open(d.join("inventory/inventory-0001.parquet")).unwrap();
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+            .unwrap()
+            .build()
+            .unwrap();
         let mut on_hand = Vec::new();
         for batch in reader {
             let batch = batch.unwrap();
             assert_eq!(batch.num_columns(), 4);
-            let col = batch.column(3).as_any().downcast_ref::<Int64Array>().unwrap();
+            let col = batch
+                .column(3)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
             on_hand.extend(col.values().iter().copied());
         }
         assert_eq!(on_hand.len(), 150 * WAREHOUSES.len());
@@ -1044,7 +1162,10 @@ mod tests {
     #[test]
     fn rejects_a_nonsense_scale() {
         let dir = tempfile::tempdir().unwrap();
-        let bad = RetailData { scale: f64::NAN, seed: 1 };
+        let bad = RetailData {
+            scale: f64::NAN,
+            seed: 1,
+        };
         assert_eq!(
             bad.write_initial(dir.path(), 1).unwrap_err().kind(),
             io::ErrorKind::InvalidInput

@@ -82,9 +82,9 @@ enum Command {
     },
     /// Generate the retail demo data (if absent), run its pipeline into a lake, print the gold tables.
     Demo {
-        /// Where the demo's spec and source data go.
-        #[arg(long, default_value = "demo-data")]
-        data: PathBuf,
+        /// Where the demo's spec (pipeline.toml) and source data (data/) go.
+        #[arg(long, default_value = "retail-demo")]
+        dir: PathBuf,
         /// The lake folder.
         #[arg(long, default_value = "lake")]
         lake: String,
@@ -133,8 +133,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             query::query(&sql, &tables, lake.as_deref(), format, max_rows, engine.options()).await
         }
         Command::Inspect { path, json } => inspect::inspect(&path, json).await,
-        Command::Demo { data, lake, scale, more, json, engine } => {
-            demo::demo(&data, &lake, scale, more, json, engine.options()).await
+        Command::Demo { dir, lake, scale, more, json, engine } => {
+            demo::demo(&dir, &lake, scale, more, json, engine.options()).await
         }
     }
 }
