@@ -18,13 +18,21 @@ pub fn storage() -> Arc<dyn Storage> {
 }
 
 /// Runs `spec` (TOML text) with sources relative to `base`, into `lake`.
-pub async fn run_spec(spec: &str, base: &Path, lake: &Path, partitions: usize) -> medallion_core::Result<RunReport> {
+pub async fn run_spec(
+    spec: &str,
+    base: &Path,
+    lake: &Path,
+    partitions: usize,
+) -> medallion_core::Result<RunReport> {
     let spec = PipelineSpec::from_toml(spec)?;
     let opts = RunOptions {
         lake: lake.to_string_lossy().into_owned(),
         base: base.to_string_lossy().into_owned(),
         run_id: medallion_host::new_run_id(),
-        engine: EngineOptions { target_partitions: partitions, ..Default::default() },
+        engine: EngineOptions {
+            target_partitions: partitions,
+            ..Default::default()
+        },
     };
     run(&spec, storage(), &SystemClock::new(), &opts, &|_| {}).await
 }
@@ -36,13 +44,24 @@ pub async fn rows(table: &Path, sql: &str) -> Vec<String> {
     register_location(&ctx, &storage(), "t", &format!("delta:{}", table.display()))
         .await
         .unwrap_or_else(|e| panic!("open {}: {e}", table.display()));
-    let (_, batches) = collect_sql(&ctx, "test", sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let (_, batches) = collect_sql(&ctx, "test", sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     let opts = FormatOptions::default().with_null("∅");
     let mut out = Vec::new();
     for b in &batches {
-        let fmts: Vec<_> = b.columns().iter().map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap()).collect();
+        let fmts: Vec<_> = b
+            .columns()
+            .iter()
+            .map(|c| ArrayFormatter::try_new(c.as_ref(), &opts).unwrap())
+            .collect();
         for r in 0..b.num_rows() {
-            out.push(fmts.iter().map(|f| f.value(r).to_string()).collect::<Vec<_>>().join("|"));
+            out.push(
+                fmts.iter()
+                    .map(|f| f.value(r).to_string())
+                    .collect::<Vec<_>>()
+                    .join("|"),
+            );
         }
     }
     out.sort();
@@ -65,7 +84,11 @@ pub fn versions(table: &Path) -> Vec<u64> {
 /// Parquet files in a table folder, committed or not.
 pub fn data_files(table: &Path) -> usize {
     std::fs::read_dir(table)
-        .map(|d| d.flatten().filter(|e| e.file_name().to_string_lossy().ends_with(".parquet")).count())
+        .map(|d| {
+            d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".parquet"))
+                .count()
+        })
         .unwrap_or(0)
 }
 

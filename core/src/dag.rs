@@ -200,7 +200,10 @@ mod tests {
         ))
         .unwrap_err()
         .to_string();
-        assert!(err.contains("table `a`") && err.contains("unknown table `nope`"), "{err}");
+        assert!(
+            err.contains("table `a`") && err.contains("unknown table `nope`"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,17 +1,15 @@
 //! What is inside a Parquet file — schema, row groups, column chunks, statistics — read from
-//! its footer alone, with one suffix read (two if the footer is larger than the guess).
+//! its footer alone, with one suffix read (two if the footer is larger than the hint).
 
-use bytes::Bytes;
+use std::sync::Arc;
+
 use datafusion::parquet::arrow::parquet_to_arrow_schema;
-use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
 use datafusion::parquet::file::statistics::Statistics;
 use serde::Serialize;
 
-use crate::error::{Error, Result};
+use crate::bridge::parquet_reader::{load_metadata, ParquetReading};
+use crate::error::Result;
 use crate::storage::Storage;
-
-/// The first read of a footer takes this many bytes from the end of the file.
-pub const FOOTER_GUESS: u64 = 64 * 1024;
 
 #[derive(Debug, Serialize)]
 pub struct FileSummary {
@@ -42,47 +40,18 @@ pub struct ColumnChunkSummary {
     pub max: Option<String>,
 }
 
-/// Reads the footer of the Parquet file at `location`.
-pub async fn read_metadata(storage: &dyn Storage, location: &str) -> Result<(u64, ParquetMetaData)> {
-    let size = storage.head(location).await?.size;
-    if size < 12 {
-        return Err(Error::Format {
-            location: location.to_string(),
-            message: format!("{size} bytes is too small to be a Parquet file"),
-        });
-    }
-    let guess = FOOTER_GUESS.min(size);
-    let tail = storage.read_range(location, size - guess..size).await?;
-    let bad = |e: datafusion::parquet::errors::ParquetError| Error::Format {
-        location: location.to_string(),
-        message: format!("not a readable Parquet file: {e}"),
-    };
-    let mut reader = ParquetMetaDataReader::new();
-    match reader.try_parse_sized(&tail, size) {
-        Ok(()) => {}
-        Err(datafusion::parquet::errors::ParquetError::NeedMoreData(needed)) => {
-            let needed = needed as u64;
-            if needed > size {
-                return Err(Error::Format {
-                    location: location.to_string(),
-                    message: format!("footer claims {needed} bytes but the file has {size}"),
-                });
-            }
-            let tail: Bytes = storage.read_range(location, size - needed..size).await?;
-            reader = ParquetMetaDataReader::new();
-            reader.try_parse_sized(&tail, size).map_err(bad)?;
-        }
-        Err(e) => return Err(bad(e)),
-    }
-    Ok((size, reader.finish().map_err(bad)?))
-}
-
 /// A summary of the Parquet file at `location`.
-pub async fn inspect(storage: &dyn Storage, location: &str) -> Result<FileSummary> {
-    let (size, meta) = read_metadata(storage, location).await?;
+pub async fn inspect(storage: &Arc<dyn Storage>, location: &str) -> Result<FileSummary> {
+    let (meta, object) = load_metadata(storage, location, None, &ParquetReading::default()).await?;
+    let size = object.size;
     let file = meta.file_metadata();
     let schema = parquet_to_arrow_schema(file.schema_descr(), file.key_value_metadata())
-        .map(|s| s.fields().iter().map(|f| format!("{}: {}", f.name(), f.data_type())).collect())
+        .map(|s| {
+            s.fields()
+                .iter()
+                .map(|f| format!("{}: {}", f.name(), f.data_type()))
+                .collect()
+        })
         .unwrap_or_else(|e| vec![format!("(no Arrow schema: {e})")]);
     let row_groups = meta
         .row_groups()
@@ -123,17 +92,44 @@ fn stat_bounds(s: &Statistics) -> (Option<String>, Option<String>) {
         match std::str::from_utf8(b) {
             Ok(s) if s.chars().count() <= 40 => s.to_string(),
             Ok(s) => format!("{}…", s.chars().take(40).collect::<String>()),
-            Err(_) => format!("0x{}", b.iter().take(16).map(|x| format!("{x:02x}")).collect::<String>()),
+            Err(_) => format!(
+                "0x{}",
+                b.iter()
+                    .take(16)
+                    .map(|x| format!("{x:02x}"))
+                    .collect::<String>()
+            ),
         }
     }
     match s {
-        Statistics::Boolean(v) => (v.min_opt().map(|x| x.to_string()), v.max_opt().map(|x| x.to_string())),
-        Statistics::Int32(v) => (v.min_opt().map(|x| x.to_string()), v.max_opt().map(|x| x.to_string())),
-        Statistics::Int64(v) => (v.min_opt().map(|x| x.to_string()), v.max_opt().map(|x| x.to_string())),
-        Statistics::Float(v) => (v.min_opt().map(|x| x.to_string()), v.max_opt().map(|x| x.to_string())),
-        Statistics::Double(v) => (v.min_opt().map(|x| x.to_string()), v.max_opt().map(|x| x.to_string())),
-        Statistics::ByteArray(v) => (v.min_opt().map(|x| text(x.data())), v.max_opt().map(|x| text(x.data()))),
-        Statistics::FixedLenByteArray(v) => (v.min_opt().map(|x| text(x.data())), v.max_opt().map(|x| text(x.data()))),
+        Statistics::Boolean(v) => (
+            v.min_opt().map(|x| x.to_string()),
+            v.max_opt().map(|x| x.to_string()),
+        ),
+        Statistics::Int32(v) => (
+            v.min_opt().map(|x| x.to_string()),
+            v.max_opt().map(|x| x.to_string()),
+        ),
+        Statistics::Int64(v) => (
+            v.min_opt().map(|x| x.to_string()),
+            v.max_opt().map(|x| x.to_string()),
+        ),
+        Statistics::Float(v) => (
+            v.min_opt().map(|x| x.to_string()),
+            v.max_opt().map(|x| x.to_string()),
+        ),
+        Statistics::Double(v) => (
+            v.min_opt().map(|x| x.to_string()),
+            v.max_opt().map(|x| x.to_string()),
+        ),
+        Statistics::ByteArray(v) => (
+            v.min_opt().map(|x| text(x.data())),
+            v.max_opt().map(|x| text(x.data())),
+        ),
+        Statistics::FixedLenByteArray(v) => (
+            v.min_opt().map(|x| text(x.data())),
+            v.max_opt().map(|x| text(x.data())),
+        ),
         Statistics::Int96(_) => (None, None),
     }
 }

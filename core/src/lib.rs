@@ -7,8 +7,8 @@
 //!
 //! A map of the crate:
 //! - [`storage`]: the byte-range I/O trait, an in-memory implementation, request counting.
-//! - [`object_store_adapter`]: the one place where the `!Send` storage crosses into
-//!   DataFusion's `Send` world.
+//! - [`bridge`]: the one place where the `!Send` storage crosses into DataFusion's `Send`
+//!   world: an `ObjectStore` and a Parquet reader with range coalescing and a footer cache.
 //! - [`spec`]: the pipeline spec (TOML) and its validation.
 //! - [`dag`]: table dependencies read from each table's SQL, in run order.
 //! - [`source`]: bronze ingestion of CSV, NDJSON and Parquet with rescued rows.
@@ -22,12 +22,12 @@ pub use datafusion;
 pub use datafusion::arrow;
 pub use datafusion::parquet;
 
+pub mod bridge;
 pub mod clock;
 pub mod dag;
 pub mod delta;
 pub mod error;
 pub mod inspect;
-pub mod object_store_adapter;
 pub mod pipeline;
 pub mod quality;
 pub mod query;

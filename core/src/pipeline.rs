@@ -12,7 +12,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use datafusion::arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use datafusion::arrow::array::{
+    ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use datafusion::prelude::SessionContext;
 use serde_json::json;
@@ -48,11 +50,26 @@ pub struct RunOptions {
 /// What a run is doing, for progress displays.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
-    Planned { tables: &'a [String] },
-    TableStarted { table: &'a str, layer: Layer },
-    FileIngested { table: &'a str, file: &'a str, bytes: u64 },
-    TableFinished { table: &'a str, rows: u64, skipped: bool },
-    Committing { tables: usize },
+    Planned {
+        tables: &'a [String],
+    },
+    TableStarted {
+        table: &'a str,
+        layer: Layer,
+    },
+    FileIngested {
+        table: &'a str,
+        file: &'a str,
+        bytes: u64,
+    },
+    TableFinished {
+        table: &'a str,
+        rows: u64,
+        skipped: bool,
+    },
+    Committing {
+        tables: usize,
+    },
 }
 
 /// Where a table lives in a lake.
@@ -104,7 +121,9 @@ pub async fn run(
     let result = run.build_all(&dag, progress).await;
     let result = match result {
         Ok(()) => {
-            progress(Progress::Committing { tables: run.staged.len() });
+            progress(Progress::Committing {
+                tables: run.staged.len(),
+            });
             let t = clock.monotonic_ms();
             let r = run.commit_all().await;
             run.stage_time("commit", t);
@@ -150,25 +169,38 @@ impl Run<'_> {
         let ms = self.clock.monotonic_ms() - since;
         match self.report.stages.iter_mut().find(|s| s.stage == stage) {
             Some(s) => s.ms += ms,
-            None => self.report.stages.push(StageTime { stage: stage.to_string(), ms }),
+            None => self.report.stages.push(StageTime {
+                stage: stage.to_string(),
+                ms,
+            }),
         }
     }
 
     async fn build_all(&mut self, dag: &Dag, progress: &dyn Fn(Progress)) -> Result<()> {
         for name in &dag.order {
-            let layer = self.spec.layer_of(name).ok_or_else(|| Error::Spec(format!("unknown table `{name}`")))?;
+            let layer = self
+                .spec
+                .layer_of(name)
+                .ok_or_else(|| Error::Spec(format!("unknown table `{name}`")))?;
             progress(Progress::TableStarted { table: name, layer });
             let t = self.clock.monotonic_ms();
             let mut report = TableReport::new(name, layer);
             let before = self.bytes_read();
             match layer {
                 Layer::Bronze => self.build_bronze(name, &mut report, progress).await?,
-                Layer::Silver | Layer::Gold => self.build_derived(name, layer, &dag.inputs[name], &mut report).await?,
+                Layer::Silver | Layer::Gold => {
+                    self.build_derived(name, layer, &dag.inputs[name], &mut report)
+                        .await?
+                }
             }
             report.bytes_read = self.bytes_read() - before;
             report.ms = self.clock.monotonic_ms() - t;
             let skipped = !self.changed.contains(name);
-            progress(Progress::TableFinished { table: name, rows: report.rows_out, skipped });
+            progress(Progress::TableFinished {
+                table: name,
+                rows: report.rows_out,
+                skipped,
+            });
             self.report.tables.push(report);
             self.stage_time(layer.as_str(), t);
         }
@@ -179,7 +211,12 @@ impl Run<'_> {
         self.io.counts().bytes_read
     }
 
-    fn push_staged(&mut self, request: CommitRequest, base: Option<&Snapshot>, quarantine: bool) -> (SchemaRef, Vec<(String, u64)>) {
+    fn push_staged(
+        &mut self,
+        request: CommitRequest,
+        base: Option<&Snapshot>,
+        quarantine: bool,
+    ) -> (SchemaRef, Vec<(String, u64)>) {
         let out = (request.schema.clone(), request.live_files.clone());
         self.staged.push(Staged {
             request,
@@ -199,7 +236,15 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn write(&self, name: &str, location: String, mode: WriteMode, schema: SchemaRef, files: Vec<DataFile>, description: &str) -> TableWrite {
+    fn write(
+        &self,
+        name: &str,
+        location: String,
+        mode: WriteMode,
+        schema: SchemaRef,
+        files: Vec<DataFile>,
+        description: &str,
+    ) -> TableWrite {
         TableWrite {
             table: name.to_string(),
             location,
@@ -214,7 +259,12 @@ impl Run<'_> {
         }
     }
 
-    async fn build_bronze(&mut self, name: &str, report: &mut TableReport, progress: &dyn Fn(Progress)) -> Result<()> {
+    async fn build_bronze(
+        &mut self,
+        name: &str,
+        report: &mut TableReport,
+        progress: &dyn Fn(Progress),
+    ) -> Result<()> {
         let src = &self.spec.bronze[name];
         let location = table_location(&self.opts.lake, Layer::Bronze, name);
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
@@ -234,7 +284,10 @@ impl Run<'_> {
         if files.is_empty() && snapshot.is_none() {
             return Err(Error::Table {
                 table: name.to_string(),
-                message: format!("no files match `{}` (looked in {})", src.path, self.opts.base),
+                message: format!(
+                    "no files match `{}` (looked in {})",
+                    src.path, self.opts.base
+                ),
             });
         }
         let format = src.resolved_format().map_err(Error::Spec)?;
@@ -249,7 +302,11 @@ impl Run<'_> {
                 continue;
             }
             let bytes = self.storage.read(&file.location).await?;
-            progress(Progress::FileIngested { table: name, file: &file.location, bytes: bytes.len() as u64 });
+            progress(Progress::FileIngested {
+                table: name,
+                file: &file.location,
+                bytes: bytes.len() as u64,
+            });
             let parsed = source::parse(&file.location, format, &bytes, declared.as_ref(), &src.csv);
             report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
             report.files_ingested += 1;
@@ -270,7 +327,8 @@ impl Run<'_> {
         report.rows_out = report.rows_in - report.quarantined;
 
         if !rescued.is_empty() {
-            self.stage_quarantine(name, rescued_batch(&rescued, now_us)?).await?;
+            self.stage_quarantine(name, rescued_batch(&rescued, now_us)?)
+                .await?;
         }
         let new_schema = schema.or_else(|| snapshot.as_ref().map(|s| s.schema.clone()));
         if data_files.is_empty() || new_schema.is_none() {
@@ -293,8 +351,17 @@ impl Run<'_> {
         // Files whose rows were all rescued still get an (empty) data file, so that they are
         // recorded as seen and not re-read on every run.
         let description = src.description.clone();
-        let write = self.write(name, location, WriteMode::Append, schema, data_files, &description);
-        let request = write.prepare(self.storage.as_ref(), snapshot.as_ref()).await?;
+        let write = self.write(
+            name,
+            location,
+            WriteMode::Append,
+            schema,
+            data_files,
+            &description,
+        );
+        let request = write
+            .prepare(self.storage.as_ref(), snapshot.as_ref())
+            .await?;
         report.bytes_written += request.bytes_written;
         let (schema, live) = self.push_staged(request, snapshot.as_ref(), false);
         self.changed.insert(name.to_string());
@@ -309,15 +376,26 @@ impl Run<'_> {
             location,
             WriteMode::Append,
             batch.schema(),
-            vec![DataFile { batches: vec![batch], tags: HashMap::new() }],
+            vec![DataFile {
+                batches: vec![batch],
+                tags: HashMap::new(),
+            }],
             &format!("rows of `{name}` set aside by Medallion"),
         );
-        let request = write.prepare(self.storage.as_ref(), snapshot.as_ref()).await?;
+        let request = write
+            .prepare(self.storage.as_ref(), snapshot.as_ref())
+            .await?;
         self.push_staged(request, snapshot.as_ref(), true);
         Ok(())
     }
 
-    async fn build_derived(&mut self, name: &str, layer: Layer, inputs: &BTreeSet<String>, report: &mut TableReport) -> Result<()> {
+    async fn build_derived(
+        &mut self,
+        name: &str,
+        layer: Layer,
+        inputs: &BTreeSet<String>,
+        report: &mut TableReport,
+    ) -> Result<()> {
         let (sql, definition) = match layer {
             Layer::Silver => {
                 let t = &self.spec.silver[name];
@@ -332,7 +410,11 @@ impl Run<'_> {
         let location = table_location(&self.opts.lake, layer, name);
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
         let up_to_date = snapshot.as_ref().is_some_and(|s| {
-            s.metadata.configuration.get(SPEC_HASH_KEY).and_then(|v| v.as_deref()) == Some(spec_hash.as_str())
+            s.metadata
+                .configuration
+                .get(SPEC_HASH_KEY)
+                .and_then(|v| v.as_deref())
+                == Some(spec_hash.as_str())
         }) && inputs.iter().all(|i| !self.changed.contains(i));
         if let (true, Some(s)) = (up_to_date, &snapshot) {
             report.rows_out = s.num_records().unwrap_or(0);
@@ -343,14 +425,18 @@ impl Run<'_> {
         let (schema, batches) = query::collect_sql(&self.ctx, &what, &sql).await?;
         report.rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
         let (schema, batches) = if layer == Layer::Silver {
-            let cleaned = quality::clean(&self.ctx, name, &self.spec.silver[name], schema, batches).await?;
+            let cleaned =
+                quality::clean(&self.ctx, name, &self.spec.silver[name], schema, batches).await?;
             report.dropped = cleaned.dropped;
             report.deduplicated = cleaned.deduplicated;
             report.expectations = cleaned.expectations;
             if !cleaned.quarantine.is_empty() {
                 report.quarantined = cleaned.quarantine.iter().map(|b| b.num_rows() as u64).sum();
-                let batch = datafusion::arrow::compute::concat_batches(&cleaned.quarantine[0].schema(), &cleaned.quarantine)
-                    .context(|| format!("{what}: quarantine"))?;
+                let batch = datafusion::arrow::compute::concat_batches(
+                    &cleaned.quarantine[0].schema(),
+                    &cleaned.quarantine,
+                )
+                .context(|| format!("{what}: quarantine"))?;
                 self.stage_quarantine(name, batch).await?;
             }
             (cleaned.schema, cleaned.batches)
@@ -362,9 +448,23 @@ impl Run<'_> {
             Layer::Silver => self.spec.silver[name].description.clone(),
             _ => self.spec.gold[name].description.clone(),
         };
-        let mut write = self.write(name, location, WriteMode::Overwrite, schema, vec![DataFile { batches, tags: HashMap::new() }], &description);
-        write.configuration.insert(SPEC_HASH_KEY.to_string(), spec_hash);
-        let request = write.prepare(self.storage.as_ref(), snapshot.as_ref()).await?;
+        let mut write = self.write(
+            name,
+            location,
+            WriteMode::Overwrite,
+            schema,
+            vec![DataFile {
+                batches,
+                tags: HashMap::new(),
+            }],
+            &description,
+        );
+        write
+            .configuration
+            .insert(SPEC_HASH_KEY.to_string(), spec_hash);
+        let request = write
+            .prepare(self.storage.as_ref(), snapshot.as_ref())
+            .await?;
         report.bytes_written += request.bytes_written;
         let (schema, live) = self.push_staged(request, snapshot.as_ref(), false);
         self.changed.insert(name.to_string());
@@ -375,7 +475,10 @@ impl Run<'_> {
     async fn commit_all(&mut self) -> Result<()> {
         let staged = std::mem::take(&mut self.staged);
         for s in &staged {
-            let latest = crate::delta::commit_versions(self.storage.as_ref(), &s.request.location).await?.last().copied();
+            let latest = crate::delta::commit_versions(self.storage.as_ref(), &s.request.location)
+                .await?
+                .last()
+                .copied();
             if latest != s.base_version {
                 let table = s.request.table.clone();
                 let version = latest.unwrap_or(0);
@@ -413,7 +516,9 @@ impl Run<'_> {
 
 /// FNV-1a: a hash that stays the same across Rust releases, for definitions stored in logs.
 fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x100_0000_01b3)
+    })
 }
 
 /// Adds `_ingested_at` and `_source_file` to a batch read from a source file.
@@ -434,18 +539,29 @@ fn with_lineage(batch: &RecordBatch, now_us: i64, file: &str) -> Result<RecordBa
         .filter(|(f, _)| f.name() != "_ingested_at" && f.name() != "_source_file")
         .map(|(_, c)| c.clone())
         .collect();
-    fields.push(Field::new("_ingested_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false));
+    fields.push(Field::new(
+        "_ingested_at",
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+        false,
+    ));
     fields.push(Field::new("_source_file", DataType::Utf8, false));
-    columns.push(Arc::new(TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC")));
+    columns.push(Arc::new(
+        TimestampMicrosecondArray::from(vec![now_us; n]).with_timezone("UTC"),
+    ));
     columns.push(Arc::new(StringArray::from(vec![file; n])));
-    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).context(|| format!("adding lineage columns for {file}"))
+    RecordBatch::try_new(Arc::new(Schema::new(fields)), columns)
+        .context(|| format!("adding lineage columns for {file}"))
 }
 
 fn merge_for_bronze(table: &str, current: Option<SchemaRef>, next: SchemaRef) -> Result<SchemaRef> {
     let Some(current) = current else {
         return Ok(next);
     };
-    let mut fields: Vec<Field> = current.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut fields: Vec<Field> = current
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     for f in next.fields() {
         match current.field_with_name(f.name()) {
             Ok(existing) if existing.data_type() != f.data_type() => {
@@ -473,16 +589,30 @@ fn rescued_batch(rows: &[RescuedRow], now_us: i64) -> Result<RecordBatch> {
         Field::new("_line", DataType::Int64, false),
         Field::new("_raw", DataType::Utf8, false),
         Field::new("_error", DataType::Utf8, false),
-        Field::new("_ingested_at", DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+        Field::new(
+            "_ingested_at",
+            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            false,
+        ),
     ]));
     RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.file.as_str()))),
-            Arc::new(Int64Array::from_iter_values(rows.iter().map(|r| r.line as i64))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.raw.as_str()))),
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.error.as_str()))),
-            Arc::new(TimestampMicrosecondArray::from(vec![now_us; rows.len()]).with_timezone("UTC")),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.file.as_str()),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.line as i64),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.raw.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.error.as_str()),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from(vec![now_us; rows.len()]).with_timezone("UTC"),
+            ),
         ],
     )
     .context(|| "building the quarantine batch".to_string())

@@ -37,7 +37,13 @@ pub struct Cleaned {
 }
 
 /// Applies a silver table's casts, expectations and dedupe to its SQL result.
-pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<Cleaned> {
+pub async fn clean(
+    ctx: &SessionContext,
+    table: &str,
+    spec: &SilverTable,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Cleaned> {
     let table_err = |message: String| Error::Table {
         table: table.to_string(),
         message,
@@ -54,22 +60,33 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
         schema
             .fields()
             .iter()
-            .map(|f| match spec.casts.get(f.name()).and_then(|t| parse_type_name(t)) {
-                Some(dt) => Field::new(f.name(), dt, true),
-                None => f.as_ref().clone(),
-            })
+            .map(
+                |f| match spec.casts.get(f.name()).and_then(|t| parse_type_name(t)) {
+                    Some(dt) => Field::new(f.name(), dt, true),
+                    None => f.as_ref().clone(),
+                },
+            )
             .collect::<Vec<_>>(),
     ));
-    let df_schema = DFSchema::try_from(cast_schema.clone()).context(|| format!("table `{table}`"))?;
+    let df_schema =
+        DFSchema::try_from(cast_schema.clone()).context(|| format!("table `{table}`"))?;
     let conditions = spec
         .expect
         .iter()
         .map(|e| {
-            let expr = ctx.parse_sql_expr(&e.condition, &df_schema).map_err(|err| {
-                table_err(format!("expectation `{}`: `{}` is not a valid condition: {err}", e.name, e.condition))
-            })?;
+            let expr = ctx
+                .parse_sql_expr(&e.condition, &df_schema)
+                .map_err(|err| {
+                    table_err(format!(
+                        "expectation `{}`: `{}` is not a valid condition: {err}",
+                        e.name, e.condition
+                    ))
+                })?;
             ctx.create_physical_expr(expr, &df_schema).map_err(|err| {
-                table_err(format!("expectation `{}`: `{}`: {err}", e.name, e.condition))
+                table_err(format!(
+                    "expectation `{}`: `{}`: {err}",
+                    e.name, e.condition
+                ))
             })
         })
         .collect::<Result<Vec<_>>>()?;
@@ -103,12 +120,17 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
                 .context(|| format!("table `{table}`: cast of `{}`", field.name()))?;
             for (r, reason) in reasons.iter_mut().enumerate() {
                 if reason.is_none() && original.is_valid(r) && converted.is_null(r) {
-                    *reason = Some(format!("cast of `{}` to {} failed", field.name(), field.data_type()));
+                    *reason = Some(format!(
+                        "cast of `{}` to {} failed",
+                        field.name(),
+                        field.data_type()
+                    ));
                 }
             }
             columns.push(converted);
         }
-        let casted = RecordBatch::try_new(cast_schema.clone(), columns).context(|| format!("table `{table}`"))?;
+        let casted = RecordBatch::try_new(cast_schema.clone(), columns)
+            .context(|| format!("table `{table}`"))?;
         // 2. expectations
         for ((exp, cond), report) in spec.expect.iter().zip(&conditions).zip(reports.iter_mut()) {
             let result = cond
@@ -125,7 +147,8 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
             };
             // NULL counts as a violation: `quantity > 0` must not let a missing quantity through.
             let nulls = is_null(passed).context(|| format!("table `{table}`"))?;
-            let violated = or(&not(passed).context(|| format!("table `{table}`"))?, &nulls).context(|| format!("table `{table}`"))?;
+            let violated = or(&not(passed).context(|| format!("table `{table}`"))?, &nulls)
+                .context(|| format!("table `{table}`"))?;
             let count = violated.true_count() as u64;
             report.violations += count;
             if count == 0 {
@@ -143,7 +166,10 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
                 OnViolation::Drop => {
                     for (r, reason) in reasons.iter_mut().enumerate() {
                         if reason.is_none() && violated.value(r) {
-                            *reason = Some(format!("expectation `{}` violated: {}", exp.name, exp.condition));
+                            *reason = Some(format!(
+                                "expectation `{}` violated: {}",
+                                exp.name, exp.condition
+                            ));
                         }
                     }
                 }
@@ -154,13 +180,20 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
             dropped += bad.true_count() as u64;
             let q = filter_record_batch(batch, &bad).context(|| format!("table `{table}`"))?;
             let why: StringArray = reasons.iter().flatten().map(|s| Some(s.as_str())).collect();
-            quarantine.push(with_column(&q, REASON_COLUMN, Arc::new(why)).context(|| format!("table `{table}`"))?);
+            quarantine.push(
+                with_column(&q, REASON_COLUMN, Arc::new(why))
+                    .context(|| format!("table `{table}`"))?,
+            );
         }
         let good = not(&bad).context(|| format!("table `{table}`"))?;
         kept.push(filter_record_batch(&casted, &good).context(|| format!("table `{table}`"))?);
     }
     if let Some((expectation, sample)) = first_failure {
-        let violations = reports.iter().find(|r| r.name == expectation).map(|r| r.violations).unwrap_or(0);
+        let violations = reports
+            .iter()
+            .find(|r| r.name == expectation)
+            .map(|r| r.violations)
+            .unwrap_or(0);
         return Err(Error::ExpectationFailed {
             table: table.to_string(),
             expectation,
@@ -186,11 +219,25 @@ pub async fn clean(ctx: &SessionContext, table: &str, spec: &SilverTable, schema
 }
 
 fn column_list(schema: &Schema) -> String {
-    schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+    schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
-fn with_column(batch: &RecordBatch, name: &str, col: ArrayRef) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
-    let mut fields: Vec<Field> = batch.schema().fields().iter().map(|f| f.as_ref().clone()).collect();
+fn with_column(
+    batch: &RecordBatch,
+    name: &str,
+    col: ArrayRef,
+) -> std::result::Result<RecordBatch, datafusion::arrow::error::ArrowError> {
+    let mut fields: Vec<Field> = batch
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
     fields.push(Field::new(name, DataType::Utf8, true));
     let mut cols = batch.columns().to_vec();
     cols.push(col);
@@ -206,9 +253,10 @@ pub fn describe_row(batch: &RecordBatch, row: usize) -> String {
         .iter()
         .zip(batch.columns())
         .map(|(f, c)| {
-            let value = datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
-                .map(|fmt| fmt.value(row).to_string())
-                .unwrap_or_else(|_| "?".into());
+            let value =
+                datafusion::arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options)
+                    .map(|fmt| fmt.value(row).to_string())
+                    .unwrap_or_else(|_| "?".into());
             format!("{}: {}", f.name(), value)
         })
         .collect();
@@ -221,23 +269,37 @@ fn quote(ident: &str) -> String {
 
 /// Keeps, for each key, the row with the greatest `order_by`. Ties are broken by the other
 /// columns so that every runtime keeps the same row.
-async fn dedupe(ctx: &SessionContext, table: &str, d: &Dedupe, schema: SchemaRef, batches: Vec<RecordBatch>) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+async fn dedupe(
+    ctx: &SessionContext,
+    table: &str,
+    d: &Dedupe,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
     for col in d.key.iter().chain(std::iter::once(&d.order_by)) {
         if schema.field_with_name(col).is_err() {
             return Err(Error::Table {
                 table: table.to_string(),
-                message: format!("dedupe names unknown column `{col}`; the table has: {}", column_list(&schema)),
+                message: format!(
+                    "dedupe names unknown column `{col}`; the table has: {}",
+                    column_list(&schema)
+                ),
             });
         }
     }
     const INPUT: &str = "__medallion_dedupe_input";
-    let mem = MemTable::try_new(schema.clone(), vec![batches]).context(|| format!("table `{table}`: dedupe"))?;
-    ctx.register_table(INPUT, Arc::new(mem)).context(|| format!("table `{table}`: dedupe"))?;
+    let mem = MemTable::try_new(schema.clone(), vec![batches])
+        .context(|| format!("table `{table}`: dedupe"))?;
+    ctx.register_table(INPUT, Arc::new(mem))
+        .context(|| format!("table `{table}`: dedupe"))?;
     let tiebreak: Vec<String> = schema
         .fields()
         .iter()
         .filter(|f| !d.key.contains(f.name()) && *f.name() != d.order_by)
-        .filter(|f| f.data_type().is_primitive() || matches!(f.data_type(), DataType::Utf8 | DataType::Boolean))
+        .filter(|f| {
+            f.data_type().is_primitive()
+                || matches!(f.data_type(), DataType::Utf8 | DataType::Boolean)
+        })
         .map(|f| format!("{} ASC NULLS LAST", quote(f.name())))
         .collect();
     let mut order = vec![format!("{} DESC NULLS LAST", quote(&d.order_by))];

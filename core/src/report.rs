@@ -90,7 +90,15 @@ impl RunReport {
         let _ = writeln!(
             out,
             "{:<8} {:<24} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
-            "layer", "table", "rows in", "rows out", "dropped", "quarant.", "dedup'd", "version", "ms"
+            "layer",
+            "table",
+            "rows in",
+            "rows out",
+            "dropped",
+            "quarant.",
+            "dedup'd",
+            "version",
+            "ms"
         );
         for t in &self.tables {
             let version = match t.version {
@@ -115,12 +123,15 @@ impl RunReport {
             .tables
             .iter()
             .flat_map(|t| {
-                t.expectations.iter().filter(|e| e.violations > 0).map(move |e| {
-                    format!(
-                        "  {}.{}: {} violation(s) of `{}` ({:?})",
-                        t.table, e.name, e.violations, e.condition, e.on_violation
-                    )
-                })
+                t.expectations
+                    .iter()
+                    .filter(|e| e.violations > 0)
+                    .map(move |e| {
+                        format!(
+                            "  {}.{}: {} violation(s) of `{}` ({:?})",
+                            t.table, e.name, e.violations, e.condition, e.on_violation
+                        )
+                    })
             })
             .collect();
         if !checks.is_empty() {

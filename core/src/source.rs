@@ -44,7 +44,11 @@ const BATCH_ROWS: usize = 8192;
 
 /// The source files a bronze `path` names: a file or URL as is, a glob expanded by listing
 /// the folder before its first wildcard. `base` is the folder relative paths start from.
-pub async fn resolve_files(storage: &dyn Storage, base: &str, pattern: &str) -> Result<Vec<ObjectMeta>> {
+pub async fn resolve_files(
+    storage: &dyn Storage,
+    base: &str,
+    pattern: &str,
+) -> Result<Vec<ObjectMeta>> {
     let full = if pattern.starts_with('/') || is_url(pattern) {
         pattern.to_string()
     } else {
@@ -76,7 +80,13 @@ pub async fn resolve_files(storage: &dyn Storage, base: &str, pattern: &str) -> 
 }
 
 /// Parses one source file. `declared` fixes the column types; without it they are inferred.
-pub fn parse(location: &str, format: Format, bytes: &Bytes, declared: Option<&Schema>, csv: &CsvOptions) -> Parsed {
+pub fn parse(
+    location: &str,
+    format: Format,
+    bytes: &Bytes,
+    declared: Option<&Schema>,
+    csv: &CsvOptions,
+) -> Parsed {
     match format {
         Format::Ndjson => parse_ndjson(location, bytes, declared),
         Format::Csv => parse_csv(location, bytes, declared, csv),
@@ -100,9 +110,16 @@ fn parse_parquet(location: &str, bytes: &Bytes) -> Parsed {
     let result = ParquetRecordBatchReaderBuilder::try_new(bytes.clone())
         .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
         .map_err(|e| e.to_string())
-        .and_then(|reader| reader.collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string()));
+        .and_then(|reader| {
+            reader
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| e.to_string())
+        });
     match result {
-        Ok(batches) => Parsed { batches, rescued: vec![] },
+        Ok(batches) => Parsed {
+            batches,
+            rescued: vec![],
+        },
         Err(e) => whole_file_rescue(location, format!("unreadable Parquet file: {e}")),
     }
 }
@@ -167,7 +184,12 @@ fn rescue(location: &str, line: u64, raw: &str, error: String) -> RescuedRow {
     }
 }
 
-fn parse_csv(location: &str, bytes: &Bytes, declared: Option<&Schema>, opts: &CsvOptions) -> Parsed {
+fn parse_csv(
+    location: &str,
+    bytes: &Bytes,
+    declared: Option<&Schema>,
+    opts: &CsvOptions,
+) -> Parsed {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(opts.delimiter as u8)
         .has_headers(opts.header)
@@ -236,7 +258,10 @@ fn parse_csv(location: &str, bytes: &Bytes, declared: Option<&Schema>, opts: &Cs
         for i in 0..raw.len() {
             if raw.is_valid(i) && converted.is_null(i) && !bad[i] {
                 bad[i] = true;
-                reasons[i] = Some(format!("column `{name}`: cannot read `{}` as {target}", raw.value(i)));
+                reasons[i] = Some(format!(
+                    "column `{name}`: cannot read `{}` as {target}",
+                    raw.value(i)
+                ));
             }
         }
         fields.push(Field::new(name, target, true));
@@ -249,7 +274,12 @@ fn parse_csv(location: &str, bytes: &Bytes, declared: Option<&Schema>, opts: &Cs
                 .map(|c| if c.is_valid(i) { c.value(i) } else { "" })
                 .collect::<Vec<_>>()
                 .join(&delim);
-            rescued.push(rescue(location, lines[i], &raw, reasons[i].take().unwrap_or_default()));
+            rescued.push(rescue(
+                location,
+                lines[i],
+                &raw,
+                reasons[i].take().unwrap_or_default(),
+            ));
         }
     }
     let schema = Arc::new(Schema::new(fields));
@@ -274,11 +304,20 @@ fn infer_csv_type(raw: &StringArray) -> DataType {
     if raw.null_count() == raw.len() {
         return DataType::Utf8;
     }
-    for candidate in [DataType::Int64, DataType::Float64, DataType::Boolean, DataType::Date32, timestamp_type()] {
+    for candidate in [
+        DataType::Int64,
+        DataType::Float64,
+        DataType::Boolean,
+        DataType::Date32,
+        timestamp_type(),
+    ] {
         if let Ok(c) = cast_with_options(raw, &candidate, &CastOptions::default()) {
             if c.null_count() == raw.null_count() {
                 if candidate == DataType::Boolean
-                    && raw.iter().flatten().any(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "false"))
+                    && raw
+                        .iter()
+                        .flatten()
+                        .any(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "false"))
                 {
                     continue;
                 }
@@ -301,7 +340,13 @@ mod tests {
     #[test]
     fn ndjson_rescues_bad_lines_with_their_numbers() {
         let data = Bytes::from_static(b"{\"a\":1}\n{\"a\": 2, \"b\n\n[1,2]\n{\"a\":3}\n");
-        let p = parse("/x.ndjson", Format::Ndjson, &data, None, &CsvOptions::default());
+        let p = parse(
+            "/x.ndjson",
+            Format::Ndjson,
+            &data,
+            None,
+            &CsvOptions::default(),
+        );
         assert_eq!(p.rows(), 2);
         let lines: Vec<u64> = p.rescued.iter().map(|r| r.line).collect();
         assert_eq!(lines, vec![2, 4]);
@@ -312,7 +357,13 @@ mod tests {
     fn ndjson_type_mismatch_against_declared_schema_is_rescued() {
         let schema = Schema::new(vec![Field::new("a", DataType::Int64, true)]);
         let data = Bytes::from_static(b"{\"a\":1}\n{\"a\":{\"x\":1}}\n{\"a\":3}\n");
-        let p = parse("/x.ndjson", Format::Ndjson, &data, Some(&schema), &CsvOptions::default());
+        let p = parse(
+            "/x.ndjson",
+            Format::Ndjson,
+            &data,
+            Some(&schema),
+            &CsvOptions::default(),
+        );
         assert_eq!(p.rows(), 2);
         assert_eq!(p.rescued.len(), 1);
         assert_eq!(p.rescued[0].line, 2);
@@ -335,15 +386,31 @@ mod tests {
             Field::new("name", DataType::Utf8, true),
         ]);
         let data = Bytes::from_static(b"id,qty,name\n1,5,a\n2,lots,b\n");
-        let p = parse("/x.csv", Format::Csv, &data, Some(&declared), &CsvOptions::default());
+        let p = parse(
+            "/x.csv",
+            Format::Csv,
+            &data,
+            Some(&declared),
+            &CsvOptions::default(),
+        );
         assert_eq!(p.rows(), 1);
         assert_eq!(p.rescued[0].line, 3);
-        assert!(p.rescued[0].error.contains("cannot read `lots` as Int64"), "{}", p.rescued[0].error);
+        assert!(
+            p.rescued[0].error.contains("cannot read `lots` as Int64"),
+            "{}",
+            p.rescued[0].error
+        );
     }
 
     #[test]
     fn corrupt_parquet_is_one_rescued_entry() {
-        let p = parse("/x.parquet", Format::Parquet, &Bytes::from_static(b"PAR1garbage"), None, &CsvOptions::default());
+        let p = parse(
+            "/x.parquet",
+            Format::Parquet,
+            &Bytes::from_static(b"PAR1garbage"),
+            None,
+            &CsvOptions::default(),
+        );
         assert_eq!(p.rows(), 0);
         assert_eq!(p.rescued.len(), 1);
         assert!(p.rescued[0].error.contains("unreadable Parquet"));

@@ -185,8 +185,7 @@ impl std::fmt::Display for Layer {
 impl PipelineSpec {
     /// Parses and validates a spec; errors name the table and field at fault.
     pub fn from_toml(text: &str) -> Result<Self> {
-        let spec: PipelineSpec =
-            toml::from_str(text).map_err(|e| Error::Spec(e.to_string()))?;
+        let spec: PipelineSpec = toml::from_str(text).map_err(|e| Error::Spec(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -219,9 +218,8 @@ impl PipelineSpec {
             }
         }
         for (name, src) in &self.bronze {
-            src.resolved_format().map_err(|m| {
-                Error::Spec(format!("bronze table `{name}`: {m}"))
-            })?;
+            src.resolved_format()
+                .map_err(|m| Error::Spec(format!("bronze table `{name}`: {m}")))?;
             src.declared_schema()
                 .map_err(|m| Error::Spec(format!("bronze table `{name}`: {m}")))?;
         }
@@ -271,7 +269,9 @@ impl BronzeSource {
             Ok(Format::Parquet)
         } else if lower.ends_with(".csv") {
             Ok(Format::Csv)
-        } else if lower.ends_with(".ndjson") || lower.ends_with(".jsonl") || lower.ends_with(".json")
+        } else if lower.ends_with(".ndjson")
+            || lower.ends_with(".jsonl")
+            || lower.ends_with(".json")
         {
             Ok(Format::Ndjson)
         } else {
@@ -327,7 +327,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(err.contains("`orders` is defined both in [bronze] and in [silver]"), "{err}");
+        assert!(
+            err.contains("`orders` is defined both in [bronze] and in [silver]"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -53,6 +53,16 @@ pub trait Storage: MaybeSend + std::fmt::Debug {
         self.read_range(location, 0..meta.size).await
     }
 
+    /// The last `n` bytes of an object (all of it if smaller) and what it is. A runtime that
+    /// can do this in one request (HTTP `Range: bytes=-n`) should: Parquet footers are read so.
+    async fn read_suffix(&self, location: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
+        let meta = self.head(location).await?;
+        let bytes = self
+            .read_range(location, meta.size.saturating_sub(n)..meta.size)
+            .await?;
+        Ok((bytes, meta))
+    }
+
     /// Every object below the directory `prefix` (recursively), in no particular order.
     /// A missing directory lists as empty.
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>>;
@@ -261,6 +271,15 @@ impl Storage for CountingStorage {
         Ok(bytes)
     }
 
+    async fn read_suffix(&self, location: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
+        self.stats.read_requests.fetch_add(1, Ordering::Relaxed);
+        let (bytes, meta) = self.inner.read_suffix(location, n).await?;
+        self.stats
+            .bytes_read
+            .fetch_add(bytes.len() as u64, Ordering::Relaxed);
+        Ok((bytes, meta))
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.stats.list_requests.fetch_add(1, Ordering::Relaxed);
         self.inner.list(prefix).await
@@ -295,7 +314,9 @@ mod tests {
     fn put_if_absent_refuses_the_second_writer() {
         futures::executor::block_on(async {
             let s = MemoryStorage::new();
-            s.put_if_absent("/t/a", Bytes::from_static(b"1")).await.unwrap();
+            s.put_if_absent("/t/a", Bytes::from_static(b"1"))
+                .await
+                .unwrap();
             let err = s
                 .put_if_absent("/t/a", Bytes::from_static(b"2"))
                 .await

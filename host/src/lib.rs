@@ -1,7 +1,9 @@
-//! medallion-host as a library: the native runtime of the core (local files, the system
-//! clock) and the retail demo generator, shared by the CLI and the tests.
+//! medallion-host as a library: the native runtime of the core (local files, HTTP, the
+//! system clock) and the retail demo generator, shared by the CLI and the tests.
 
+pub mod http;
 pub mod local_fs;
+pub mod native_storage;
 pub mod retail_data;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -13,7 +15,9 @@ pub struct SystemClock {
 
 impl SystemClock {
     pub fn new() -> Self {
-        Self { start: Instant::now() }
+        Self {
+            start: Instant::now(),
+        }
     }
 }
 
@@ -39,6 +43,13 @@ impl medallion_core::clock::Clock for SystemClock {
 pub fn new_run_id() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
-    format!("{ms:x}-{:x}-{}", std::process::id(), SEQ.fetch_add(1, Ordering::Relaxed))
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    format!(
+        "{ms:x}-{:x}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
 }

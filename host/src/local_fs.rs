@@ -50,7 +50,10 @@ fn write_temp(location: &str, bytes: &[u8]) -> Result<std::path::PathBuf> {
         message: "has no parent folder".into(),
     })?;
     fs::create_dir_all(dir).map_err(|e| io_err(location, None, e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("object");
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("object");
     let tmp = dir.join(format!(
         ".{name}.{}.{}.tmp",
         std::process::id(),
@@ -80,9 +83,13 @@ impl Storage for LocalFs {
     }
 
     async fn read_range(&self, location: &str, range: Range<u64>) -> Result<Bytes> {
-        let mut f = fs::File::open(location).map_err(|e| io_err(location, Some(range.clone()), e))?;
+        let mut f =
+            fs::File::open(location).map_err(|e| io_err(location, Some(range.clone()), e))?;
         let len = range.end.saturating_sub(range.start);
-        let size = f.metadata().map_err(|e| io_err(location, Some(range.clone()), e))?.len();
+        let size = f
+            .metadata()
+            .map_err(|e| io_err(location, Some(range.clone()), e))?
+            .len();
         if range.end > size || range.start > range.end {
             return Err(Error::Io {
                 location: location.to_string(),

@@ -15,10 +15,10 @@ use serde_json::json;
 use std::sync::Arc;
 
 use super::actions::{Action, Add, Format, Metadata, Protocol, Remove};
+use super::commit_location;
 use super::schema::{cast_batch, delta_compatible_schema, delta_schema_string};
 use super::snapshot::Snapshot;
 use super::stats::file_stats;
-use super::commit_location;
 use crate::error::{Context, Error, Result};
 use crate::storage::{join, Storage};
 
@@ -76,16 +76,24 @@ pub struct CommitRequest {
 
 impl TableWrite {
     /// Writes the data files and builds the commit for version `base.version + 1` (or 0).
-    pub async fn prepare(self, storage: &dyn Storage, base: Option<&Snapshot>) -> Result<CommitRequest> {
+    pub async fn prepare(
+        self,
+        storage: &dyn Storage,
+        base: Option<&Snapshot>,
+    ) -> Result<CommitRequest> {
         let table = self.table.clone();
-        let new_schema = delta_compatible_schema(&self.schema)
-            .map_err(|message| Error::Table { table: table.clone(), message })?;
+        let new_schema = delta_compatible_schema(&self.schema).map_err(|message| Error::Table {
+            table: table.clone(),
+            message,
+        })?;
         let schema = match (self.mode, base) {
             (WriteMode::Append, Some(b)) => merge_schemas(&table, &b.schema, &new_schema)?,
             _ => new_schema,
         };
-        let schema_string = delta_schema_string(&schema)
-            .map_err(|message| Error::Table { table: table.clone(), message })?;
+        let schema_string = delta_schema_string(&schema).map_err(|message| Error::Table {
+            table: table.clone(),
+            message,
+        })?;
 
         let mut actions = vec![Action::CommitInfo(self.commit_info_json(base.is_none()))];
         match base {
@@ -98,8 +106,13 @@ impl TableWrite {
                 }));
                 actions.push(Action::Metadata(self.metadata(schema_string, None)));
             }
-            Some(b) if b.metadata.schema_string != schema_string || self.configuration_changes(&b.metadata) => {
-                actions.push(Action::Metadata(self.metadata(schema_string, Some(&b.metadata))));
+            Some(b)
+                if b.metadata.schema_string != schema_string
+                    || self.configuration_changes(&b.metadata) =>
+            {
+                actions.push(Action::Metadata(
+                    self.metadata(schema_string, Some(&b.metadata)),
+                ));
             }
             Some(_) => {}
         }
@@ -151,7 +164,10 @@ impl TableWrite {
                 data_change: true,
                 stats: Some(file_stats(&batches)),
                 tags: (!file.tags.is_empty()).then(|| {
-                    file.tags.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect()
+                    file.tags
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone())))
+                        .collect()
                 }),
                 deletion_vector: None,
             }));
@@ -214,8 +230,14 @@ impl TableWrite {
             schema_string,
             partition_columns: vec![],
             configuration: {
-                let mut c = previous.map(|m| m.configuration.clone()).unwrap_or_default();
-                c.extend(self.configuration.iter().map(|(k, v)| (k.clone(), Some(v.clone()))));
+                let mut c = previous
+                    .map(|m| m.configuration.clone())
+                    .unwrap_or_default();
+                c.extend(
+                    self.configuration
+                        .iter()
+                        .map(|(k, v)| (k.clone(), Some(v.clone()))),
+                );
                 c
             },
             created_time: previous.and_then(|m| m.created_time).or(Some(self.now_ms)),

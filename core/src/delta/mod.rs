@@ -13,7 +13,9 @@ mod stats;
 
 pub use actions::{Action, Add, Metadata, Protocol, Remove};
 pub use commit::{encode_parquet, CommitRequest, DataFile, TableWrite, WriteMode};
-pub use schema::{arrow_schema_from_delta, delta_compatible_batch, delta_compatible_schema, delta_schema_string};
+pub use schema::{
+    arrow_schema_from_delta, delta_compatible_batch, delta_compatible_schema, delta_schema_string,
+};
 pub use snapshot::{commit_versions, is_delta_table, Snapshot};
 
 /// `<table>/_delta_log/`.

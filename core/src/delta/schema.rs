@@ -32,7 +32,11 @@ fn storable(dt: &DataType) -> Result<DataType, String> {
         Dictionary(_, value) => storable(value)?,
         List(f) | LargeList(f) | ListView(f) | LargeListView(f) | FixedSizeList(f, _) => {
             // Delta names the element `element`, as Parquet's list spec does.
-            List(Arc::new(Field::new("element", storable(f.data_type())?, true)))
+            List(Arc::new(Field::new(
+                "element",
+                storable(f.data_type())?,
+                true,
+            )))
         }
         Struct(fields) => Struct(
             fields
@@ -162,10 +166,9 @@ fn arrow_type(v: &Value) -> Result<DataType, String> {
             "double" => DataType::Float64,
             "date" => DataType::Date32,
             "timestamp" => timestamp_type(),
-            "timestamp_ntz" => DataType::Timestamp(
-                datafusion::arrow::datatypes::TimeUnit::Microsecond,
-                None,
-            ),
+            "timestamp_ntz" => {
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)
+            }
             other => {
                 let inner = other
                     .strip_prefix("decimal(")
@@ -175,8 +178,12 @@ fn arrow_type(v: &Value) -> Result<DataType, String> {
                     .split_once(',')
                     .ok_or_else(|| format!("bad decimal type `{other}`"))?;
                 DataType::Decimal128(
-                    p.trim().parse().map_err(|_| format!("bad decimal `{other}`"))?,
-                    s.trim().parse().map_err(|_| format!("bad decimal `{other}`"))?,
+                    p.trim()
+                        .parse()
+                        .map_err(|_| format!("bad decimal `{other}`"))?,
+                    s.trim()
+                        .parse()
+                        .map_err(|_| format!("bad decimal `{other}`"))?,
                 )
             }
         });
@@ -221,8 +228,8 @@ fn struct_fields(v: &Value) -> Result<Fields, String> {
 
 /// The Arrow schema of a Delta `schemaString`.
 pub fn arrow_schema_from_delta(schema_string: &str) -> Result<Schema, String> {
-    let v: Value =
-        serde_json::from_str(schema_string).map_err(|e| format!("schemaString is not JSON: {e}"))?;
+    let v: Value = serde_json::from_str(schema_string)
+        .map_err(|e| format!("schemaString is not JSON: {e}"))?;
     Ok(Schema::new(struct_fields(&v)?))
 }
 

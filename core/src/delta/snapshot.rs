@@ -32,6 +32,9 @@ fn delta_err(location: &str, message: impl Into<String>) -> Error {
 
 /// The versions of the commit files in a table's log, ascending.
 pub async fn commit_versions(storage: &dyn Storage, table: &str) -> Result<Vec<u64>> {
+    if crate::storage::is_url(table) {
+        return probe_versions(storage, table).await;
+    }
     let mut versions: Vec<u64> = storage
         .list(&log_dir(table))
         .await?
@@ -46,6 +49,19 @@ pub async fn commit_versions(storage: &dyn Storage, table: &str) -> Result<Vec<u
         .collect();
     versions.sort_unstable();
     Ok(versions)
+}
+
+/// Plain HTTP cannot list `_delta_log/`: ask for commit 0, 1, 2… until one is missing.
+async fn probe_versions(storage: &dyn Storage, table: &str) -> Result<Vec<u64>> {
+    let mut versions = Vec::new();
+    loop {
+        let v = versions.len() as u64;
+        match storage.head(&commit_location(table, v)).await {
+            Ok(_) => versions.push(v),
+            Err(Error::NotFound { .. }) => return Ok(versions),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Whether `location` holds a Delta table (a `_delta_log/` with at least one commit).
@@ -79,7 +95,11 @@ impl Snapshot {
             let bytes = storage.read(&commit).await?;
             let text = std::str::from_utf8(&bytes)
                 .map_err(|_| delta_err(&commit, "commit is not UTF-8"))?;
-            for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            for (n, line) in text
+                .lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+            {
                 let action = Action::parse_line(line).map_err(|e| {
                     delta_err(&commit, format!("line {}: not a valid action: {e}", n + 1))
                 })?;
@@ -96,11 +116,13 @@ impl Snapshot {
                 }
             }
         }
-        let protocol = protocol.ok_or_else(|| delta_err(location, "the log has no protocol action"))?;
-        let metadata = metadata.ok_or_else(|| delta_err(location, "the log has no metaData action"))?;
+        let protocol =
+            protocol.ok_or_else(|| delta_err(location, "the log has no protocol action"))?;
+        let metadata =
+            metadata.ok_or_else(|| delta_err(location, "the log has no metaData action"))?;
         check_readable(location, &protocol, &metadata, &files)?;
-        let schema = arrow_schema_from_delta(&metadata.schema_string)
-            .map_err(|m| delta_err(location, m))?;
+        let schema =
+            arrow_schema_from_delta(&metadata.schema_string).map_err(|m| delta_err(location, m))?;
         Ok(Some(Snapshot {
             location: location.to_string(),
             version: *versions.last().unwrap_or(&0),
@@ -113,9 +135,9 @@ impl Snapshot {
 
     /// Like [`Snapshot::try_load`], but a missing table is an error.
     pub async fn load(storage: &dyn Storage, location: &str) -> Result<Snapshot> {
-        Self::try_load(storage, location).await?.ok_or_else(|| {
-            delta_err(location, "no Delta table here (no commits in _delta_log/)")
-        })
+        Self::try_load(storage, location)
+            .await?
+            .ok_or_else(|| delta_err(location, "no Delta table here (no commits in _delta_log/)"))
     }
 
     /// Full locations and sizes of the live data files.
@@ -163,7 +185,10 @@ fn check_readable(
     if protocol.min_reader_version > 3 {
         return Err(delta_err(
             location,
-            format!("reader version {} is newer than Medallion supports (3)", protocol.min_reader_version),
+            format!(
+                "reader version {} is newer than Medallion supports (3)",
+                protocol.min_reader_version
+            ),
         ));
     }
     for f in protocol.reader_features.iter().flatten() {
@@ -176,17 +201,29 @@ fn check_readable(
     }
     if let Some(Some(mode)) = metadata.configuration.get("delta.columnMapping.mode") {
         if mode != "none" {
-            return Err(delta_err(location, format!("column mapping mode `{mode}` is not supported")));
+            return Err(delta_err(
+                location,
+                format!("column mapping mode `{mode}` is not supported"),
+            ));
         }
     }
     if !metadata.partition_columns.is_empty() {
         return Err(delta_err(
             location,
-            format!("partitioned tables (by {}) are not supported yet", metadata.partition_columns.join(", ")),
+            format!(
+                "partitioned tables (by {}) are not supported yet",
+                metadata.partition_columns.join(", ")
+            ),
         ));
     }
     if let Some(a) = files.values().find(|a| a.deletion_vector.is_some()) {
-        return Err(delta_err(location, format!("file {} has a deletion vector, which is not supported", a.path)));
+        return Err(delta_err(
+            location,
+            format!(
+                "file {} has a deletion vector, which is not supported",
+                a.path
+            ),
+        ));
     }
     Ok(())
 }

@@ -5,7 +5,9 @@
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, max, max_string, min, min_string};
-use datafusion::arrow::datatypes::{DataType, Date32Type, Float64Type, Int64Type, TimestampMicrosecondType};
+use datafusion::arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
+};
 use serde_json::{json, Map, Value};
 
 const MAX_STRING_STAT: usize = 32;
@@ -23,7 +25,10 @@ pub fn file_stats(batches: &[RecordBatch]) -> String {
     for (i, field) in schema.fields().iter().enumerate() {
         let columns: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
         let null_count: usize = columns.iter().map(|c| c.null_count()).sum();
-        if matches!(field.data_type(), DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)) {
+        if matches!(
+            field.data_type(),
+            DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)
+        ) {
             continue;
         }
         nulls.insert(field.name().clone(), json!(null_count));
@@ -96,10 +101,18 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
             Some((json!(day(min(c)?)?), json!(day(max(c)?)?)))
         }
         DataType::Timestamp(_, _) => {
-            let c = cast(col, &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None)).ok()?;
+            let c = cast(
+                col,
+                &DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None),
+            )
+            .ok()?;
             let c = c.as_primitive::<TimestampMicrosecondType>();
             let ms = |us: i64, up: bool| {
-                let m = if up { us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0) } else { us.div_euclid(1000) };
+                let m = if up {
+                    us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)
+                } else {
+                    us.div_euclid(1000)
+                };
                 chrono::DateTime::from_timestamp_millis(m)
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             };

@@ -5,8 +5,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use medallion_core::query::{collect_sql, new_context, EngineOptions};
-use medallion_core::storage::Storage;
-use medallion_host::local_fs::LocalFs;
+use medallion_core::storage::{CountingStorage, Storage};
 use medallion_host::retail_data::RetailData;
 
 use super::output::print_batches;
@@ -17,35 +16,57 @@ pub const RETAIL_SPEC: &str = include_str!("../../../examples/retail/pipeline.to
 /// Days of data the demo starts with.
 const INITIAL_BATCHES: usize = 3;
 
-pub async fn demo(dir: &Path, lake: &str, scale: f64, more: bool, json: bool, engine: EngineOptions) -> anyhow::Result<()> {
+pub async fn demo(
+    dir: &Path,
+    lake: &str,
+    scale: f64,
+    more: bool,
+    json: bool,
+    storage: Arc<CountingStorage>,
+    engine: EngineOptions,
+) -> anyhow::Result<()> {
     let data = dir.join("data");
     let generator = RetailData { scale, seed: 42 };
     if !data.join("customers.csv").exists() {
-        eprintln!("generating retail demo data (scale {scale}) in {} …", data.display());
+        eprintln!(
+            "generating retail demo data (scale {scale}) in {} …",
+            data.display()
+        );
         let g = generator
             .write_initial(&data, INITIAL_BATCHES)
             .with_context(|| format!("writing demo data to {}", data.display()))?;
-        eprintln!("  {} files, {}", g.files.len(), medallion_core::report::human_bytes(g.bytes));
+        eprintln!(
+            "  {} files, {}",
+            g.files.len(),
+            medallion_core::report::human_bytes(g.bytes)
+        );
     } else if more {
-        let next = std::fs::read_dir(data.join("orders")).map(|d| d.count()).unwrap_or(0);
+        let next = std::fs::read_dir(data.join("orders"))
+            .map(|d| d.count())
+            .unwrap_or(0);
         let g = generator
             .write_batch(&data, next)
             .with_context(|| format!("writing demo batch {next} to {}", data.display()))?;
-        eprintln!("added day {next}: {} files, {}", g.files.len(), medallion_core::report::human_bytes(g.bytes));
+        eprintln!(
+            "added day {next}: {} files, {}",
+            g.files.len(),
+            medallion_core::report::human_bytes(g.bytes)
+        );
     }
     let spec = dir.join("pipeline.toml");
     if !spec.exists() {
-        std::fs::write(&spec, RETAIL_SPEC).with_context(|| format!("writing {}", spec.display()))?;
+        std::fs::write(&spec, RETAIL_SPEC)
+            .with_context(|| format!("writing {}", spec.display()))?;
     }
 
-    let report = super::run::run_spec(&spec, lake, !json, engine).await?;
+    let report = super::run::run_spec(&spec, lake, !json, storage.clone(), engine).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     print!("{}", report.summary());
 
-    let storage: Arc<dyn Storage> = Arc::new(LocalFs);
+    let storage: Arc<dyn Storage> = storage;
     let ctx = new_context(engine);
     super::query::register_lake(&ctx, &storage, lake).await?;
     for (title, sql) in [

@@ -2,10 +2,14 @@
 
 use medallion_core::inspect::inspect as summarize;
 use medallion_core::report::human_bytes;
-use medallion_host::local_fs::{absolute, LocalFs};
+use std::sync::Arc;
 
-pub async fn inspect(path: &str, json: bool) -> anyhow::Result<()> {
-    let s = summarize(&LocalFs, &absolute(path)?).await?;
+use medallion_core::storage::{CountingStorage, Storage};
+use medallion_host::local_fs::absolute;
+
+pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> anyhow::Result<()> {
+    let storage: Arc<dyn Storage> = storage;
+    let s = summarize(&storage, &absolute(path)?).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
@@ -34,7 +38,9 @@ pub async fn inspect(path: &str, json: bool) -> anyhow::Result<()> {
                 c.path,
                 human_bytes(c.compressed_bytes.max(0) as u64),
                 c.compression,
-                c.null_count.map(|n| n.to_string()).unwrap_or_else(|| "?".into()),
+                c.null_count
+                    .map(|n| n.to_string())
+                    .unwrap_or_else(|| "?".into()),
                 c.min.as_deref().unwrap_or("-"),
                 c.max.as_deref().unwrap_or("-"),
             );

@@ -26,6 +26,7 @@ mod run;
         medallion run examples/retail/pipeline.toml --lake ./lake\n  \
         medallion query \"SELECT * FROM sales_by_region_day LIMIT 5\" --lake ./lake\n  \
         medallion query \"SELECT count(*) FROM t\" --table t=data/*.parquet\n  \
+        medallion query \"SELECT * FROM t WHERE id = 42\" --table t=https://example.com/t.parquet --stats\n  \
         medallion inspect lake/gold/customer_segments/part-00000-*.parquet"
 )]
 pub struct Cli {
@@ -36,9 +37,11 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run a pipeline spec: ingest new source files into bronze, rebuild silver and gold.
-    #[command(after_help = "Source paths in the spec are relative to the spec's folder. A second run ingests \
+    #[command(
+        after_help = "Source paths in the spec are relative to the spec's folder. A second run ingests \
         only source files it has not seen and rebuilds only tables whose inputs changed.\n\
-        Exit status is non-zero if any table fails; then no table is changed.")]
+        Exit status is non-zero if any table fails; then no table is changed."
+    )]
     Run {
         /// The pipeline spec (TOML).
         spec: PathBuf,
@@ -52,8 +55,10 @@ enum Command {
         engine: EngineArgs,
     },
     /// Run SQL over Parquet files, globs and Delta tables.
-    #[command(after_help = "Tables come from --table NAME=LOCATION (a Parquet file, a glob of them, or a Delta \
-        table folder; prefix `delta:` to insist on Delta) and from --lake, which registers every table of a lake by name.")]
+    #[command(
+        after_help = "Tables come from --table NAME=LOCATION (a Parquet file, a glob of them, or a Delta \
+        table folder; prefix `delta:` to insist on Delta) and from --lake, which registers every table of a lake by name."
+    )]
     Query {
         /// The SQL to run.
         sql: String,
@@ -69,6 +74,9 @@ enum Command {
         /// At most this many rows are printed in table format (all rows for csv/json).
         #[arg(long, default_value_t = 100)]
         max_rows: usize,
+        /// Print requests, bytes read and time to stderr (as JSON with --format json).
+        #[arg(long)]
+        stats: bool,
         #[command(flatten)]
         engine: EngineArgs,
     },
@@ -79,6 +87,8 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Generate the retail demo data (if absent), run its pipeline into a lake, print the gold tables.
     Demo {
@@ -107,15 +117,66 @@ struct EngineArgs {
     /// Query partitions (parallelism). Default: the number of CPU cores. 1 is what browsers use.
     #[arg(long)]
     partitions: Option<usize>,
+    /// Remote Parquet: bytes of the first footer read, from the end of each file.
+    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
+    footer_hint: u64,
+    /// Remote Parquet: byte ranges closer than this are fetched in one request.
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
+    coalesce_gap: u64,
+    /// Remote Parquet: requests in flight at once per file.
+    #[arg(
+        long,
+        default_value_t = 6,
+        value_name = "N",
+        help_heading = "Remote reads"
+    )]
+    max_in_flight: usize,
+    /// HTTP: seconds one request may take before it fails.
+    #[arg(
+        long,
+        default_value_t = 30,
+        value_name = "SECONDS",
+        help_heading = "Remote reads"
+    )]
+    http_timeout: u64,
+    /// HTTP: retries of a failed request (5xx, dropped connection, truncated body).
+    #[arg(
+        long,
+        default_value_t = 3,
+        value_name = "N",
+        help_heading = "Remote reads"
+    )]
+    http_retries: u32,
 }
 
 impl EngineArgs {
     fn options(self) -> medallion_core::query::EngineOptions {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         medallion_core::query::EngineOptions {
             target_partitions: self.partitions.unwrap_or(cores).max(1),
+            reading: medallion_core::bridge::parquet_reader::ReadSettings {
+                footer_hint: self.footer_hint,
+                coalesce_gap: self.coalesce_gap,
+                max_in_flight: self.max_in_flight.max(1),
+                ..Default::default()
+            },
             ..Default::default()
         }
+    }
+
+    /// Local files and http(s) URLs, with request counting.
+    fn storage(self) -> anyhow::Result<std::sync::Arc<medallion_core::storage::CountingStorage>> {
+        let http = medallion_host::http::HttpSettings {
+            timeout: std::time::Duration::from_secs(self.http_timeout.max(1)),
+            retries: self.http_retries,
+            ..Default::default()
+        };
+        let native = medallion_host::native_storage::NativeStorage::new(http)?;
+        Ok(std::sync::Arc::new(
+            medallion_core::storage::CountingStorage::new(std::sync::Arc::new(native)),
+        ))
     }
 }
 
@@ -128,13 +189,52 @@ pub enum Format {
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { spec, lake, json, engine } => run::run(&spec, &lake, json, engine.options()).await,
-        Command::Query { sql, tables, lake, format, max_rows, engine } => {
-            query::query(&sql, &tables, lake.as_deref(), format, max_rows, engine.options()).await
+        Command::Run {
+            spec,
+            lake,
+            json,
+            engine,
+        } => run::run(&spec, &lake, json, engine.storage()?, engine.options()).await,
+        Command::Query {
+            sql,
+            tables,
+            lake,
+            format,
+            max_rows,
+            stats,
+            engine,
+        } => {
+            let query = query::Query {
+                sql: &sql,
+                tables: &tables,
+                lake: lake.as_deref(),
+                format,
+                max_rows,
+                stats,
+            };
+            query::query(query, engine.storage()?, engine.options()).await
         }
-        Command::Inspect { path, json } => inspect::inspect(&path, json).await,
-        Command::Demo { dir, lake, scale, more, json, engine } => {
-            demo::demo(&dir, &lake, scale, more, json, engine.options()).await
+        Command::Inspect { path, json, engine } => {
+            inspect::inspect(&path, json, engine.storage()?).await
+        }
+        Command::Demo {
+            dir,
+            lake,
+            scale,
+            more,
+            json,
+            engine,
+        } => {
+            demo::demo(
+                &dir,
+                &lake,
+                scale,
+                more,
+                json,
+                engine.storage()?,
+                engine.options(),
+            )
+            .await
         }
     }
 }

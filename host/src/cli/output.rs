@@ -7,7 +7,11 @@ use super::Format;
 
 /// Writes `batches` to stdout in `format`; the table format stops after `max_rows` rows and
 /// says how many it left out.
-pub fn print_batches(batches: &[RecordBatch], format: Format, max_rows: usize) -> anyhow::Result<()> {
+pub fn print_batches(
+    batches: &[RecordBatch],
+    format: Format,
+    max_rows: usize,
+) -> anyhow::Result<()> {
     let total: usize = batches.iter().map(|b| b.num_rows()).sum();
     match format {
         Format::Table => {
@@ -29,7 +33,9 @@ pub fn print_batches(batches: &[RecordBatch], format: Format, max_rows: usize) -
             }
         }
         Format::Csv => {
-            let mut w = medallion_core::arrow::csv::WriterBuilder::new().with_header(true).build(std::io::stdout());
+            let mut w = medallion_core::arrow::csv::WriterBuilder::new()
+                .with_header(true)
+                .build(std::io::stdout());
             for b in batches {
                 w.write(b)?;
             }

@@ -12,9 +12,15 @@ impl RunProgress {
     pub fn new(visible: bool) -> Self {
         let bar = ProgressBar::with_draw_target(
             Some(0),
-            if visible { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() },
+            if visible {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::hidden()
+            },
         );
-        if let Ok(style) = ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} tables  {wide_msg}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{bar:30}] {pos}/{len} tables  {wide_msg}")
+        {
             bar.set_style(style.progress_chars("=> "));
         }
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -24,13 +30,20 @@ impl RunProgress {
     pub fn on(&self, event: Progress) {
         match event {
             Progress::Planned { tables } => self.bar.set_length(tables.len() as u64),
-            Progress::TableStarted { table, layer } => self.bar.set_message(format!("{layer} {table}")),
+            Progress::TableStarted { table, layer } => {
+                self.bar.set_message(format!("{layer} {table}"))
+            }
             Progress::FileIngested { table, file, bytes } => {
                 let name = file.rsplit('/').next().unwrap_or(file);
-                self.bar.set_message(format!("bronze {table} ← {name} ({})", medallion_core::report::human_bytes(bytes)));
+                self.bar.set_message(format!(
+                    "bronze {table} ← {name} ({})",
+                    medallion_core::report::human_bytes(bytes)
+                ));
             }
             Progress::TableFinished { .. } => self.bar.inc(1),
-            Progress::Committing { tables } => self.bar.set_message(format!("committing {tables} table version(s)")),
+            Progress::Committing { tables } => self
+                .bar
+                .set_message(format!("committing {tables} table version(s)")),
         }
     }
 

@@ -8,13 +8,20 @@ use medallion_core::pipeline::RunOptions;
 use medallion_core::query::EngineOptions;
 use medallion_core::report::RunReport;
 use medallion_core::spec::PipelineSpec;
+use medallion_core::storage::CountingStorage;
 
 use super::progress::RunProgress;
 use medallion_host::{local_fs, SystemClock};
 
 /// Runs the spec at `spec_path` into `lake`; prints the report (summary or JSON).
-pub async fn run(spec_path: &Path, lake: &str, json: bool, engine: EngineOptions) -> anyhow::Result<()> {
-    let report = run_spec(spec_path, lake, !json, engine).await?;
+pub async fn run(
+    spec_path: &Path,
+    lake: &str,
+    json: bool,
+    storage: Arc<CountingStorage>,
+    engine: EngineOptions,
+) -> anyhow::Result<()> {
+    let report = run_spec(spec_path, lake, !json, storage, engine).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -24,13 +31,26 @@ pub async fn run(spec_path: &Path, lake: &str, json: bool, engine: EngineOptions
 }
 
 /// Runs a spec and returns its report; shows progress on stderr if `show_progress`.
-pub async fn run_spec(spec_path: &Path, lake: &str, show_progress: bool, engine: EngineOptions) -> anyhow::Result<RunReport> {
+pub async fn run_spec(
+    spec_path: &Path,
+    lake: &str,
+    show_progress: bool,
+    storage: Arc<CountingStorage>,
+    engine: EngineOptions,
+) -> anyhow::Result<RunReport> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
-    let spec = PipelineSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
+    let spec =
+        PipelineSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
     let base = spec_path
         .parent()
-        .map(|p| if p.as_os_str().is_empty() { Path::new(".") } else { p })
+        .map(|p| {
+            if p.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                p
+            }
+        })
         .unwrap_or(Path::new("."));
     let opts = RunOptions {
         lake: local_fs::absolute(lake).with_context(|| format!("lake folder {lake}"))?,
@@ -39,14 +59,16 @@ pub async fn run_spec(spec_path: &Path, lake: &str, show_progress: bool, engine:
         engine,
     };
     let progress = RunProgress::new(show_progress);
-    let report = medallion_core::pipeline::run(
-        &spec,
-        Arc::new(local_fs::LocalFs),
-        &SystemClock::new(),
-        &opts,
-        &|event| progress.on(event),
-    )
-    .await;
+    let report =
+        medallion_core::pipeline::run(&spec, storage, &SystemClock::new(), &opts, &|event| {
+            progress.on(event)
+        })
+        .await;
     progress.finish();
-    report.with_context(|| format!("pipeline {} failed; no table was changed", spec_path.display()))
+    report.with_context(|| {
+        format!(
+            "pipeline {} failed; no table was changed",
+            spec_path.display()
+        )
+    })
 }

@@ -1,10 +1,5 @@
-//! The Send seam: DataFusion reads files through `object_store::ObjectStore`, whose futures
-//! must be `Send`; our [`Storage`] futures are not `Send` on wasm32 (JS promises). This module
-//! is the only place that crosses between the two.
-//!
-//! On native targets `Storage` futures are already `Send` and pass straight through. On
-//! wasm32 everything runs on the one JS thread, so `send_wrapper::SendWrapper` — which
-//! checks at run time that a value never leaves the thread that made it — is sound there.
+//! An `ObjectStore` over a [`Storage`], which DataFusion's file scans require to be
+//! registered (Medallion's own Parquet reader factory does the actual reads).
 
 use std::fmt;
 use std::ops::Range;
@@ -16,27 +11,13 @@ use datafusion::execution::object_store::ObjectStoreUrl;
 use futures::stream::{self, BoxStream, StreamExt};
 use object_store::path::Path;
 use object_store::{
-    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions,
-    PutPayload, PutResult,
+    CopyOptions, GetOptions, GetRange, GetResult, GetResultPayload, ListResult, MultipartUpload,
+    ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
 };
 
+use super::{seam, share, unshare, Shared};
 use crate::error::Error;
 use crate::storage::{self, Storage};
-
-#[cfg(target_arch = "wasm32")]
-type Shared = send_wrapper::SendWrapper<Arc<dyn Storage>>;
-#[cfg(not(target_arch = "wasm32"))]
-type Shared = Arc<dyn Storage>;
-
-#[cfg(target_arch = "wasm32")]
-fn seam<F: std::future::Future>(f: F) -> send_wrapper::SendWrapper<F> {
-    send_wrapper::SendWrapper::new(f)
-}
-#[cfg(not(target_arch = "wasm32"))]
-fn seam<F: std::future::Future>(f: F) -> F {
-    f
-}
 
 /// An `ObjectStore` whose object paths are locations below `prefix` in a [`Storage`].
 pub struct StorageObjectStore {
@@ -48,10 +29,8 @@ impl StorageObjectStore {
     /// `prefix` is what object paths are relative to: `/` for local paths,
     /// `http://host:port/` for a web server.
     pub fn new(storage: Arc<dyn Storage>, prefix: impl Into<String>) -> Self {
-        #[cfg(target_arch = "wasm32")]
-        let storage = send_wrapper::SendWrapper::new(storage);
         Self {
-            storage,
+            storage: share(storage),
             prefix: prefix.into(),
         }
     }
@@ -61,12 +40,8 @@ impl StorageObjectStore {
     }
 
     fn storage(&self) -> Arc<dyn Storage> {
-        #[cfg(target_arch = "wasm32")]
-        return (*self.storage).clone();
-        #[cfg(not(target_arch = "wasm32"))]
-        return self.storage.clone();
+        unshare(&self.storage)
     }
-
 }
 
 fn to_meta(prefix: &str, m: storage::ObjectMeta) -> object_store::Result<ObjectMeta> {
@@ -107,7 +82,10 @@ pub fn route(location: &str) -> crate::Result<(ObjectStoreUrl, String, String)> 
             location[host_end..].trim_start_matches('/').to_string(),
         )
     } else if location.starts_with('/') {
-        ("file:///".to_string(), location.trim_start_matches('/').to_string())
+        (
+            "file:///".to_string(),
+            location.trim_start_matches('/').to_string(),
+        )
     } else {
         return Err(Error::Spec(format!(
             "location `{location}` must be an absolute path or an http(s) URL"
@@ -117,7 +95,11 @@ pub fn route(location: &str) -> crate::Result<(ObjectStoreUrl, String, String)> 
         context: format!("location {location}"),
         source: e,
     })?;
-    let prefix = if base == "file:///" { "/".to_string() } else { base };
+    let prefix = if base == "file:///" {
+        "/".to_string()
+    } else {
+        base
+    };
     Ok((url, prefix, rest))
 }
 
@@ -198,6 +180,20 @@ impl ObjectStore for StorageObjectStore {
         let loc = self.location(location);
         let storage = self.storage();
         let (meta, range, bytes) = seam(async move {
+            // A bounded range needs no HEAD: DataFusion knows sizes from listings and logs.
+            if let (Some(GetRange::Bounded(r)), false) = (&options.range, options.head) {
+                let bytes = storage
+                    .read_range(&loc, r.clone())
+                    .await
+                    .map_err(to_os_error)?;
+                let meta = storage::ObjectMeta {
+                    location: loc.clone(),
+                    size: r.end,
+                    last_modified_ms: None,
+                    etag: None,
+                };
+                return Ok((meta, r.clone(), bytes));
+            }
             let meta = storage.head(&loc).await.map_err(to_os_error)?;
             let range: Range<u64> = match options.range {
                 None => 0..meta.size,
@@ -252,7 +248,10 @@ impl ObjectStore for StorageObjectStore {
             .boxed()
     }
 
-    async fn list_with_delimiter(&self, _prefix: Option<&Path>) -> object_store::Result<ListResult> {
+    async fn list_with_delimiter(
+        &self,
+        _prefix: Option<&Path>,
+    ) -> object_store::Result<ListResult> {
         Err(not_supported("delimited listings"))
     }
 

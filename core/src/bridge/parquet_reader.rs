@@ -1,0 +1,456 @@
+//! Medallion's Parquet reader over a [`Storage`]: what DataFusion's scans read through, and
+//! what decides how many requests a remote query costs.
+//!
+//! - The footer comes from one suffix read of [`ReadSettings::footer_hint`] bytes (which also
+//!   tells the file's size: no HEAD), plus one more read only if the footer is larger; the page
+//!   index is served from the same bytes when it lies inside them.
+//! - Parsed footers are cached per (location, size, ETag), so planning and executing a query,
+//!   or querying a file again, read the footer once.
+//! - The column chunks a row group needs are coalesced when the gap between them is at most
+//!   [`ReadSettings::coalesce_gap`], and up to [`ReadSettings::max_in_flight`] requests run at
+//!   once.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::parquet::ParquetFileReaderFactory;
+use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
+use datafusion::parquet::arrow::async_reader::{AsyncFileReader, MetadataFetch};
+use datafusion::parquet::errors::ParquetError;
+use datafusion::parquet::file::metadata::{
+    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+};
+use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
+use futures::future::{BoxFuture, FutureExt};
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use super::{seam, share, unshare, Shared};
+use crate::error::{Error, Result};
+use crate::storage::{ObjectMeta, Storage};
+
+/// How remote Parquet is read. The defaults suit browsers (6 connections per host) and
+/// object stores alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadSettings {
+    /// Bytes of the first footer read, from the end of the file.
+    pub footer_hint: u64,
+    /// Ranges closer than this are fetched as one request.
+    pub coalesce_gap: u64,
+    /// Requests in flight at once for one file.
+    pub max_in_flight: usize,
+    /// Read the page index (for page pruning) with the footer.
+    pub page_index: bool,
+}
+
+impl Default for ReadSettings {
+    fn default() -> Self {
+        Self {
+            footer_hint: 512 * 1024,
+            coalesce_gap: 1024 * 1024,
+            max_in_flight: 6,
+            page_index: true,
+        }
+    }
+}
+
+/// Parsed footers by (location, size, ETag).
+#[derive(Debug, Default)]
+pub struct MetadataCache {
+    entries: Mutex<HashMap<(String, u64, Option<String>), Arc<ParquetMetaData>>>,
+}
+
+const CACHE_ENTRIES: usize = 512;
+
+impl MetadataCache {
+    fn get(
+        &self,
+        location: &str,
+        size: u64,
+        etag: &Option<String>,
+    ) -> Option<Arc<ParquetMetaData>> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(&(location.to_string(), size, etag.clone()))
+            // A file whose size came from a Delta log has no ETag yet; any version of that
+            // size read in this session is the one.
+            .or_else(|| {
+                etag.is_none()
+                    .then(|| {
+                        entries
+                            .iter()
+                            .find(|((l, s, _), _)| l == location && *s == size)
+                            .map(|(_, v)| v)
+                    })
+                    .flatten()
+            })
+            .cloned()
+    }
+
+    fn put(&self, location: &str, size: u64, etag: Option<String>, meta: Arc<ParquetMetaData>) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= CACHE_ENTRIES {
+            entries.clear();
+        }
+        entries.insert((location.to_string(), size, etag), meta);
+    }
+}
+
+/// Settings and footer cache of one session, kept as a DataFusion config extension.
+#[derive(Debug, Default)]
+pub struct ParquetReading {
+    pub settings: ReadSettings,
+    pub cache: MetadataCache,
+}
+
+fn format_err(location: &str, message: String) -> Error {
+    Error::Format {
+        location: location.to_string(),
+        message,
+    }
+}
+
+/// Serves footer reads from bytes already fetched; reads the rest from storage.
+struct Prefetched {
+    storage: Shared,
+    location: String,
+    start: u64,
+    bytes: Bytes,
+}
+
+impl MetadataFetch for Prefetched {
+    fn fetch(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
+        let end = self.start + self.bytes.len() as u64;
+        if range.start >= self.start && range.end <= end {
+            let slice = self
+                .bytes
+                .slice((range.start - self.start) as usize..(range.end - self.start) as usize);
+            return futures::future::ready(Ok(slice)).boxed();
+        }
+        let storage = unshare(&self.storage);
+        let location = self.location.clone();
+        seam(async move {
+            storage
+                .read_range(&location, range)
+                .await
+                .map_err(|e| ParquetError::External(Box::new(e)))
+        })
+        .boxed()
+    }
+}
+
+/// The footer of the Parquet file at `location`, from the cache or with one suffix read
+/// (two if the footer is larger than the hint). `size` is passed when known (from a Delta
+/// log or a listing); otherwise the suffix read tells it.
+pub async fn load_metadata(
+    storage: &Arc<dyn Storage>,
+    location: &str,
+    size: Option<u64>,
+    reading: &ParquetReading,
+) -> Result<(Arc<ParquetMetaData>, ObjectMeta)> {
+    let hint = reading.settings.footer_hint.max(8);
+    if let Some(size) = size {
+        if let Some(m) = reading.cache.get(location, size, &None) {
+            return Ok((
+                m,
+                ObjectMeta {
+                    location: location.to_string(),
+                    size,
+                    last_modified_ms: None,
+                    etag: None,
+                },
+            ));
+        }
+    }
+    let (mut tail, meta) = match size {
+        Some(size) => {
+            let start = size.saturating_sub(hint);
+            let bytes = storage.read_range(location, start..size).await?;
+            (
+                bytes,
+                ObjectMeta {
+                    location: location.to_string(),
+                    size,
+                    last_modified_ms: None,
+                    etag: None,
+                },
+            )
+        }
+        None => storage.read_suffix(location, hint).await?,
+    };
+    if let Some(m) = reading.cache.get(location, meta.size, &meta.etag) {
+        return Ok((m, meta));
+    }
+    let size = meta.size;
+    if size < 12 || tail.len() < 8 {
+        return Err(format_err(
+            location,
+            format!("{size} bytes is too small to be a Parquet file"),
+        ));
+    }
+    let n = tail.len();
+    match &tail[n - 4..] {
+        b"PAR1" => {}
+        b"PARE" => {
+            return Err(format_err(
+                location,
+                "is encrypted (encrypted footer); Medallion cannot read encrypted Parquet files"
+                    .into(),
+            ))
+        }
+        _ => {
+            return Err(format_err(
+                location,
+                "is not a Parquet file (no PAR1 magic at its end)".into(),
+            ))
+        }
+    }
+    let footer_len =
+        u32::from_le_bytes([tail[n - 8], tail[n - 7], tail[n - 6], tail[n - 5]]) as u64 + 8;
+    if footer_len > size - 4 {
+        return Err(format_err(
+            location,
+            format!("footer claims {footer_len} bytes but the file has {size}"),
+        ));
+    }
+    if footer_len > n as u64 {
+        let missing = storage
+            .read_range(location, size - footer_len..size - n as u64)
+            .await?;
+        let mut joined = BytesMut::with_capacity(footer_len as usize);
+        joined.extend_from_slice(&missing);
+        joined.extend_from_slice(&tail);
+        tail = joined.freeze();
+    }
+    let start = size - tail.len() as u64;
+    let policy = if reading.settings.page_index {
+        PageIndexPolicy::Optional
+    } else {
+        PageIndexPolicy::Skip
+    };
+    let fetch = Prefetched {
+        storage: share(storage.clone()),
+        location: location.to_string(),
+        start,
+        bytes: tail.clone(),
+    };
+    let parsed = ParquetMetaDataReader::new()
+        .with_page_index_policy(policy)
+        .with_prefetch_hint(Some(tail.len()))
+        .load_and_finish(fetch, size)
+        .await
+        .map_err(|e| {
+            format_err(
+                location,
+                format!("unreadable Parquet footer: {}", unwrap_external(e)),
+            )
+        })?;
+    let parsed = Arc::new(parsed);
+    reading
+        .cache
+        .put(location, size, meta.etag.clone(), parsed.clone());
+    Ok((parsed, meta))
+}
+
+fn unwrap_external(e: ParquetError) -> String {
+    match e {
+        ParquetError::External(inner) => inner.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// Merges ranges whose gap is at most `gap`; returns the merged ranges, sorted.
+pub fn coalesce_ranges(ranges: &[Range<u64>], gap: u64) -> Vec<Range<u64>> {
+    let mut sorted: Vec<Range<u64>> = ranges.iter().filter(|r| r.start < r.end).cloned().collect();
+    sorted.sort_by_key(|r| r.start);
+    let mut merged: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for r in sorted {
+        match merged.last_mut() {
+            Some(last) if r.start <= last.end.saturating_add(gap) => last.end = last.end.max(r.end),
+            _ => merged.push(r),
+        }
+    }
+    merged
+}
+
+/// Fetches `ranges` of one object: coalesced, several requests at once, returned in the
+/// order asked.
+pub async fn fetch_ranges(
+    storage: &Arc<dyn Storage>,
+    location: &str,
+    ranges: &[Range<u64>],
+    settings: &ReadSettings,
+) -> Result<Vec<Bytes>> {
+    let merged = coalesce_ranges(ranges, settings.coalesce_gap);
+    let fetched: Vec<Bytes> = stream::iter(merged.iter().cloned())
+        .map(|r| {
+            let storage = storage.clone();
+            async move { storage.read_range(location, r).await }
+        })
+        .buffered(settings.max_in_flight.max(1))
+        .try_collect()
+        .await?;
+    ranges
+        .iter()
+        .map(|r| {
+            if r.start >= r.end {
+                return Ok(Bytes::new());
+            }
+            let i = merged
+                .partition_point(|m| m.start <= r.start)
+                .saturating_sub(1);
+            let (m, bytes) = (&merged[i], &fetched[i]);
+            let (from, to) = ((r.start - m.start) as usize, (r.end - m.start) as usize);
+            if to > bytes.len() {
+                return Err(Error::Io {
+                    location: location.to_string(),
+                    range: Some(r.clone()),
+                    message: format!(
+                        "the server returned {} bytes for bytes {}-{}",
+                        bytes.len(),
+                        m.start,
+                        m.end - 1
+                    ),
+                });
+            }
+            Ok(bytes.slice(from..to))
+        })
+        .collect()
+}
+
+/// Creates a [`StorageParquetReader`] per file for DataFusion's Parquet scans.
+#[derive(Debug)]
+pub struct StorageReaderFactory {
+    storage: Shared,
+    /// Maps DataFusion's object path back to our location.
+    prefix: String,
+    reading: Arc<ParquetReading>,
+}
+
+impl StorageReaderFactory {
+    pub fn new(storage: Arc<dyn Storage>, prefix: String, reading: Arc<ParquetReading>) -> Self {
+        Self {
+            storage: share(storage),
+            prefix,
+            reading,
+        }
+    }
+}
+
+impl ParquetFileReaderFactory for StorageReaderFactory {
+    fn create_reader(
+        &self,
+        _partition_index: usize,
+        file: PartitionedFile,
+        _metadata_size_hint: Option<usize>,
+        _metrics: &ExecutionPlanMetricsSet,
+    ) -> datafusion::error::Result<Box<dyn AsyncFileReader + Send>> {
+        Ok(Box::new(StorageParquetReader {
+            storage: share(unshare(&self.storage)),
+            location: crate::storage::join(&self.prefix, file.object_meta.location.as_ref()),
+            size: file.object_meta.size,
+            reading: self.reading.clone(),
+        }))
+    }
+}
+
+/// An `AsyncFileReader` for one Parquet file in a [`Storage`].
+pub struct StorageParquetReader {
+    storage: Shared,
+    location: String,
+    size: u64,
+    reading: Arc<ParquetReading>,
+}
+
+fn to_parquet(e: Error) -> ParquetError {
+    ParquetError::External(Box::new(e))
+}
+
+impl AsyncFileReader for StorageParquetReader {
+    fn get_bytes(&mut self, range: Range<u64>) -> BoxFuture<'_, Result<Bytes, ParquetError>> {
+        let storage = unshare(&self.storage);
+        seam(async move {
+            storage
+                .read_range(&self.location, range)
+                .await
+                .map_err(to_parquet)
+        })
+        .boxed()
+    }
+
+    fn get_byte_ranges(
+        &mut self,
+        ranges: Vec<Range<u64>>,
+    ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
+        let storage = unshare(&self.storage);
+        seam(async move {
+            fetch_ranges(&storage, &self.location, &ranges, &self.reading.settings)
+                .await
+                .map_err(to_parquet)
+        })
+        .boxed()
+    }
+
+    fn get_metadata<'a>(
+        &'a mut self,
+        _options: Option<&'a ArrowReaderOptions>,
+    ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
+        let storage = unshare(&self.storage);
+        seam(async move {
+            load_metadata(&storage, &self.location, Some(self.size), &self.reading)
+                .await
+                .map(|(m, _)| m)
+                .map_err(to_parquet)
+        })
+        .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coalescing_merges_close_ranges_only() {
+        assert_eq!(
+            coalesce_ranges(&[10..20, 0..5, 25..30, 100..110], 5),
+            vec![0..30, 100..110]
+        );
+        assert_eq!(coalesce_ranges(&[0..5, 5..5], 0), vec![0..5]);
+    }
+
+    #[test]
+    fn fetched_ranges_come_back_in_the_order_asked() {
+        futures::executor::block_on(async {
+            let mem = crate::storage::MemoryStorage::new();
+            mem.put("/f", Bytes::from_static(b"0123456789abcdef"))
+                .await
+                .unwrap();
+            let counting = Arc::new(crate::storage::CountingStorage::new(Arc::new(mem)));
+            let stats = counting.stats();
+            let storage: Arc<dyn Storage> = counting;
+            let got = fetch_ranges(
+                &storage,
+                "/f",
+                &[10..12, 0..2, 3..4],
+                &ReadSettings {
+                    coalesce_gap: 2,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            assert_eq!(
+                got,
+                vec![
+                    Bytes::from_static(b"ab"),
+                    Bytes::from_static(b"01"),
+                    Bytes::from_static(b"3")
+                ]
+            );
+            assert_eq!(stats.counts().read_requests, 2, "0..2 and 3..4 coalesce");
+        });
+    }
+}
