@@ -18,6 +18,10 @@
 //! - [`query`]: ad-hoc SQL over Parquet files and Delta tables.
 //! - [`inspect`]: what is inside a Parquet file, read from its footer.
 
+// Storage handles are shared with `Arc` on every target so one code path serves all; on
+// wasm32 they are deliberately not `Send` (JS values, one thread), which this lint flags.
+#![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
+
 pub use datafusion;
 pub use datafusion::arrow;
 pub use datafusion::parquet;

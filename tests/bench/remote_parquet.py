@@ -364,8 +364,9 @@ def run_medallion(binary, sql, url, threads, timeout_s):
     wall = (time.perf_counter() - t0) * 1000
     err_lines = [line for line in p.stderr.splitlines() if line.strip()]
     if p.returncode != 0:
-        return {"error": (err_lines[-1] if err_lines else f"exit {p.returncode}")[:300],
-                "wall_ms": wall}
+        why = [line.strip() for line in err_lines
+               if re.match(r"\s*(error|caused by)", line, re.IGNORECASE)] or err_lines[-1:]
+        return {"error": (" / ".join(why) or f"exit {p.returncode}")[:300], "wall_ms": wall}
     out = {"wall_ms": wall}
     try:
         own = json.loads(err_lines[-1])
@@ -526,12 +527,12 @@ def evaluate_targets(results, minimum, latencies):
         out.append({"target": target, "item": item, "pass": passed, "detail": detail})
 
     for (lat, qid), r in med.items():
+        target = f"bytes <= {TARGET_BYTES_RATIO}x minimum"
         if r["bytes"] is None:
-            add("bytes", f"{qid}@{lat:g}ms", False, "no result")
+            add(target, f"{qid}@{lat:g}ms", False, "no result")
             continue
         ratio = r["bytes"] / minimum[qid]
-        add(f"bytes <= {TARGET_BYTES_RATIO}x minimum", f"{qid}@{lat:g}ms",
-            ratio <= TARGET_BYTES_RATIO,
+        add(target, f"{qid}@{lat:g}ms", ratio <= TARGET_BYTES_RATIO,
             f"{ratio:.3f}x ({r['bytes'] / 1e6:.3f} MB vs {minimum[qid] / 1e6:.3f} MB)")
     for (lat, qid), r in med.items():
         if qid != "point" or r["data_gets"] is None:

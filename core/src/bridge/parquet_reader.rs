@@ -56,10 +56,13 @@ impl Default for ReadSettings {
     }
 }
 
-/// Parsed footers by (location, size, ETag).
+/// Location, size and ETag: what identifies one version of a file.
+type FileVersion = (String, u64, Option<String>);
+
+/// Parsed footers by file version.
 #[derive(Debug, Default)]
 pub struct MetadataCache {
-    entries: Mutex<HashMap<(String, u64, Option<String>), Arc<ParquetMetaData>>>,
+    entries: Mutex<HashMap<FileVersion, Arc<ParquetMetaData>>>,
 }
 
 const CACHE_ENTRIES: usize = 512;
