@@ -49,4 +49,13 @@ trap 'rm -rf "$work"' EXIT
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 --more >>"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$VENV/bin/python" tests/delta_readers.py "$bin" "$work/lake"
 
+step "Parquet conformance: apache/parquet-testing from disk and over HTTP"
+corpus="${PARQUET_TESTING:-$(cd .. && pwd)/shared/parquet-testing}"
+if [ -d "$corpus/data" ]; then
+  "$VENV/bin/python" tests/conformance.py "$bin" "$corpus" --known-failures tests/conformance-known-failures.txt
+  "$VENV/bin/python" tests/conformance.py "$bin" "$corpus" --known-failures tests/conformance-known-failures.txt --http
+else
+  echo "skipped: no parquet-testing corpus at $corpus (set PARQUET_TESTING)"
+fi
+
 step "all tests passed"

@@ -69,7 +69,6 @@ pub fn new_context(opts: EngineOptions) -> SessionContext {
         .execution
         .parquet
         .schema_force_view_types = false;
-    config.options_mut().execution.parquet.pushdown_filters = true;
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
     let config = config.with_extension(Arc::new(ParquetReading {
         settings: opts.reading,

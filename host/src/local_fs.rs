@@ -110,7 +110,15 @@ impl Storage for LocalFs {
         while let Some(dir) = dirs.pop() {
             let entries = match fs::read_dir(&dir) {
                 Ok(e) => e,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                // A missing folder, or a file where a folder was expected, lists as empty.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+                    ) =>
+                {
+                    continue
+                }
                 Err(e) => return Err(io_err(&dir, None, e)),
             };
             for entry in entries {

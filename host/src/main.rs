@@ -21,6 +21,8 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(cli::dispatch(args)) {
         Ok(()) => ExitCode::SUCCESS,
+        // `medallion … | head` closes stdout early; that is the reader's choice, not a failure.
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             for cause in e.chain().skip(1) {
@@ -29,4 +31,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<medallion_core::arrow::error::ArrowError>()
+                .is_some_and(|a| matches!(a, medallion_core::arrow::error::ArrowError::IoError(_, io) if io.kind() == std::io::ErrorKind::BrokenPipe))
+    })
 }

@@ -43,15 +43,22 @@ pub struct ReadSettings {
     pub max_in_flight: usize,
     /// Read the page index (for page pruning) with the footer.
     pub page_index: bool,
+    /// Once a scan reads two row groups in a row, fetch the same columns of this many next
+    /// row groups along with the current one, so that latency is paid once per batch of row
+    /// groups instead of once per row group.
+    pub prefetch_row_groups: usize,
 }
 
 impl Default for ReadSettings {
     fn default() -> Self {
         Self {
             footer_hint: 512 * 1024,
-            coalesce_gap: 1024 * 1024,
+            // Column chunks of a wide table are a few hundred kB each: a larger gap would
+            // fetch the unused columns between the ones a query needs.
+            coalesce_gap: 64 * 1024,
             max_in_flight: 6,
             page_index: true,
+            prefetch_row_groups: 3,
         }
     }
 }
@@ -228,28 +235,33 @@ pub async fn load_metadata(
         tail = joined.freeze();
     }
     let start = size - tail.len() as u64;
-    let policy = if reading.settings.page_index {
-        PageIndexPolicy::Optional
-    } else {
-        PageIndexPolicy::Skip
-    };
-    let fetch = Prefetched {
+    let fetch = |bytes: &Bytes| Prefetched {
         storage: share(storage.clone()),
         location: location.to_string(),
         start,
-        bytes: tail.clone(),
+        bytes: bytes.clone(),
     };
-    let parsed = ParquetMetaDataReader::new()
-        .with_page_index_policy(policy)
-        .with_prefetch_hint(Some(tail.len()))
-        .load_and_finish(fetch, size)
-        .await
-        .map_err(|e| {
-            format_err(
-                location,
-                format!("unreadable Parquet footer: {}", unwrap_external(e)),
-            )
-        })?;
+    let parse = |policy: PageIndexPolicy, fetch: Prefetched| {
+        ParquetMetaDataReader::new()
+            .with_page_index_policy(policy)
+            .with_prefetch_hint(Some(tail.len()))
+            .load_and_finish(fetch, size)
+    };
+    let parsed = match reading.settings.page_index {
+        true => match parse(PageIndexPolicy::Optional, fetch(&tail)).await {
+            Ok(m) => Ok(m),
+            // The page index is an optimisation: a malformed one must not make the file
+            // unreadable, so fall back to the footer alone.
+            Err(_) => parse(PageIndexPolicy::Skip, fetch(&tail)).await,
+        },
+        false => parse(PageIndexPolicy::Skip, fetch(&tail)).await,
+    };
+    let parsed = parsed.map_err(|e| {
+        format_err(
+            location,
+            format!("unreadable Parquet footer: {}", unwrap_external(e)),
+        )
+    })?;
     let parsed = Arc::new(parsed);
     reading
         .cache
@@ -355,16 +367,93 @@ impl ParquetFileReaderFactory for StorageReaderFactory {
             location: crate::storage::join(&self.prefix, file.object_meta.location.as_ref()),
             size: file.object_meta.size,
             reading: self.reading.clone(),
+            metadata: None,
+            last_read: None,
+            prefetched: Vec::new(),
         }))
     }
 }
 
-/// An `AsyncFileReader` for one Parquet file in a [`Storage`].
+/// An `AsyncFileReader` for one Parquet file in a [`Storage`]. DataFusion makes one per file
+/// and partition, and reads row groups through it in order.
 pub struct StorageParquetReader {
     storage: Shared,
     location: String,
     size: u64,
     reading: Arc<ParquetReading>,
+    metadata: Option<Arc<ParquetMetaData>>,
+    /// The row group and columns of the last whole-column-chunk read.
+    last_read: Option<(usize, Vec<usize>)>,
+    /// Column chunks fetched ahead of their row group.
+    prefetched: Vec<(Range<u64>, Bytes)>,
+}
+
+/// The row group and column indices whose column chunks are exactly `ranges`, if they are.
+fn whole_chunks(meta: &ParquetMetaData, ranges: &[Range<u64>]) -> Option<(usize, Vec<usize>)> {
+    let is_chunk = |c: &datafusion::parquet::file::metadata::ColumnChunkMetaData,
+                    r: &Range<u64>| {
+        let (start, len) = c.byte_range();
+        start == r.start && start + len == r.end
+    };
+    let first = ranges.first()?;
+    let (rg_index, rg) = meta
+        .row_groups()
+        .iter()
+        .enumerate()
+        .find(|(_, rg)| rg.columns().iter().any(|c| is_chunk(c, first)))?;
+    let columns = ranges
+        .iter()
+        .map(|r| rg.columns().iter().position(|c| is_chunk(c, r)))
+        .collect::<Option<Vec<_>>>()?;
+    Some((rg_index, columns))
+}
+
+impl StorageParquetReader {
+    /// Ranges to fetch ahead: the same columns of the next row groups, once reads are
+    /// sequential.
+    fn plan_prefetch(&mut self, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
+        let depth = self.reading.settings.prefetch_row_groups;
+        let Some(meta) = self.metadata.clone() else {
+            return vec![];
+        };
+        let Some((rg, columns)) = whole_chunks(&meta, ranges) else {
+            self.last_read = None;
+            return vec![];
+        };
+        let sequential =
+            matches!(&self.last_read, Some((prev, cols)) if prev + 1 == rg && *cols == columns);
+        self.last_read = Some((rg, columns.clone()));
+        if !sequential || depth == 0 {
+            return vec![];
+        }
+        let mut ahead = Vec::new();
+        for next in rg + 1..(rg + 1 + depth).min(meta.num_row_groups()) {
+            for &c in &columns {
+                let (start, len) = meta.row_group(next).column(c).byte_range();
+                let r = start..start + len;
+                if !self
+                    .prefetched
+                    .iter()
+                    .any(|(p, _)| p.start <= r.start && r.end <= p.end)
+                {
+                    ahead.push(r);
+                }
+            }
+        }
+        ahead
+    }
+
+    fn from_prefetched(&self, ranges: &[Range<u64>]) -> Option<Vec<Bytes>> {
+        ranges
+            .iter()
+            .map(|r| {
+                self.prefetched
+                    .iter()
+                    .find(|(p, _)| p.start <= r.start && r.end <= p.end)
+                    .map(|(p, b)| b.slice((r.start - p.start) as usize..(r.end - p.start) as usize))
+            })
+            .collect()
+    }
 }
 
 fn to_parquet(e: Error) -> ParquetError {
@@ -388,10 +477,33 @@ impl AsyncFileReader for StorageParquetReader {
         ranges: Vec<Range<u64>>,
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
         let storage = unshare(&self.storage);
+        let ahead = self.plan_prefetch(&ranges);
+        let cached = self.from_prefetched(&ranges);
+        if let (Some(hit), true) = (&cached, ahead.is_empty()) {
+            return futures::future::ready(Ok(hit.clone())).boxed();
+        }
         seam(async move {
-            fetch_ranges(&storage, &self.location, &ranges, &self.reading.settings)
-                .await
-                .map_err(to_parquet)
+            let mut fetch: Vec<Range<u64>> = match cached {
+                Some(_) => Vec::new(),
+                None => ranges.clone(),
+            };
+            fetch.extend(ahead.iter().cloned());
+            let mut fetched =
+                fetch_ranges(&storage, &self.location, &fetch, &self.reading.settings)
+                    .await
+                    .map_err(to_parquet)?;
+            let now = match cached {
+                Some(hit) => hit,
+                None => {
+                    let later = fetched.split_off(ranges.len());
+                    std::mem::replace(&mut fetched, later)
+                }
+            };
+            // Keep only what lies ahead of this read; what was served is not needed again.
+            let consumed_to = ranges.iter().map(|r| r.end).max().unwrap_or(0);
+            self.prefetched.retain(|(r, _)| r.start >= consumed_to);
+            self.prefetched.extend(ahead.into_iter().zip(fetched));
+            Ok(now)
         })
         .boxed()
     }
@@ -402,10 +514,12 @@ impl AsyncFileReader for StorageParquetReader {
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>, ParquetError>> {
         let storage = unshare(&self.storage);
         seam(async move {
-            load_metadata(&storage, &self.location, Some(self.size), &self.reading)
-                .await
-                .map(|(m, _)| m)
-                .map_err(to_parquet)
+            let (metadata, _) =
+                load_metadata(&storage, &self.location, Some(self.size), &self.reading)
+                    .await
+                    .map_err(to_parquet)?;
+            self.metadata = Some(metadata.clone());
+            Ok(metadata)
         })
         .boxed()
     }

@@ -61,10 +61,10 @@ pub async fn demo(
 
     let report = super::run::run_spec(&spec, lake, !json, storage.clone(), engine).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());
     }
-    print!("{}", report.summary());
+    out!("{}", report.summary())?;
 
     let storage: Arc<dyn Storage> = storage;
     let ctx = new_context(engine);
@@ -74,10 +74,10 @@ pub async fn demo(
         ("customer segments", "SELECT segment, count(*) AS customers, round(sum(monetary), 2) AS revenue, round(avg(frequency), 2) AS avg_orders FROM customer_segments GROUP BY segment ORDER BY revenue DESC"),
         ("low-stock alerts (top 10 of the latest snapshot)", "SELECT * FROM low_stock_alerts ORDER BY shortfall DESC, product_id, warehouse LIMIT 10"),
     ] {
-        println!("\n── gold: {title}");
+        outln!("\n── gold: {title}")?;
         let (_, batches) = collect_sql(&ctx, title, sql).await?;
         print_batches(&batches, Format::Table, 10)?;
     }
-    println!("\nquery the lake:  medallion query \"SELECT * FROM customer_segments LIMIT 5\" --lake {lake}");
+    outln!("\nquery the lake:  medallion query \"SELECT * FROM customer_segments LIMIT 5\" --lake {lake}")?;
     Ok(())
 }

@@ -11,29 +11,29 @@ pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> a
     let storage: Arc<dyn Storage> = storage;
     let s = summarize(&storage, &absolute(path)?).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        outln!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
     }
-    println!("{}", s.location);
-    println!("  size        {} ({} bytes)", human_bytes(s.size), s.size);
-    println!("  rows        {}", s.num_rows);
-    println!("  row groups  {}", s.row_groups.len());
+    outln!("{}", s.location)?;
+    outln!("  size        {} ({} bytes)", human_bytes(s.size), s.size)?;
+    outln!("  rows        {}", s.num_rows)?;
+    outln!("  row groups  {}", s.row_groups.len())?;
     if let Some(c) = &s.created_by {
-        println!("  created by  {c}");
+        outln!("  created by  {c}")?;
     }
-    println!("schema:");
+    outln!("schema:")?;
     for f in &s.schema {
-        println!("  {f}");
+        outln!("  {f}")?;
     }
     for (i, rg) in s.row_groups.iter().enumerate() {
-        println!(
+        outln!(
             "row group {i}: {} rows, {} compressed ({} uncompressed)",
             rg.num_rows,
             human_bytes(rg.compressed_bytes.max(0) as u64),
             human_bytes(rg.uncompressed_bytes.max(0) as u64)
-        );
+        )?;
         for c in &rg.columns {
-            println!(
+            outln!(
                 "  {:<28} {:>10} {:<8} nulls {:<6} min {:<20} max {}",
                 c.path,
                 human_bytes(c.compressed_bytes.max(0) as u64),
@@ -43,7 +43,7 @@ pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> a
                     .unwrap_or_else(|| "?".into()),
                 c.min.as_deref().unwrap_or("-"),
                 c.max.as_deref().unwrap_or("-"),
-            );
+            )?;
         }
     }
     Ok(())

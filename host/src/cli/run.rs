@@ -23,9 +23,9 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let report = run_spec(spec_path, lake, !json, storage, engine).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
-        print!("{}", report.summary());
+        out!("{}", report.summary())?;
     }
     Ok(())
 }
