@@ -55,7 +55,7 @@ impl Default for ReadSettings {
             footer_hint: 512 * 1024,
             // Column chunks of a wide table are a few hundred kB each: a larger gap would
             // fetch the unused columns between the ones a query needs.
-            coalesce_gap: 64 * 1024,
+            coalesce_gap: 16 * 1024,
             max_in_flight: 6,
             page_index: true,
             prefetch_row_groups: 3,

@@ -137,7 +137,7 @@ struct EngineArgs {
     #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
     footer_hint: u64,
     /// Remote Parquet: byte ranges closer than this are fetched in one request.
-    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
+    #[arg(long, default_value_t = 16 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
     coalesce_gap: u64,
     /// Remote Parquet: requests in flight at once per file.
     #[arg(
