@@ -359,11 +359,22 @@ impl Run<'_> {
             data_files,
             &description,
         );
-        let request = write
-            .prepare(self.storage.as_ref(), snapshot.as_ref())
-            .await?;
+        self.stage_table(name, write, snapshot.as_ref(), report)
+            .await
+    }
+
+    /// Writes a table's new data files, stages its commit, and lets later tables read the
+    /// staged version.
+    async fn stage_table(
+        &mut self,
+        name: &str,
+        write: TableWrite,
+        base: Option<&Snapshot>,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let request = write.prepare(self.storage.as_ref(), base).await?;
         report.bytes_written += request.bytes_written;
-        let (schema, live) = self.push_staged(request, snapshot.as_ref(), false);
+        let (schema, live) = self.push_staged(request, base, false);
         self.changed.insert(name.to_string());
         self.register(name, schema, &live)
     }
@@ -462,13 +473,8 @@ impl Run<'_> {
         write
             .configuration
             .insert(SPEC_HASH_KEY.to_string(), spec_hash);
-        let request = write
-            .prepare(self.storage.as_ref(), snapshot.as_ref())
-            .await?;
-        report.bytes_written += request.bytes_written;
-        let (schema, live) = self.push_staged(request, snapshot.as_ref(), false);
-        self.changed.insert(name.to_string());
-        self.register(name, schema, &live)
+        self.stage_table(name, write, snapshot.as_ref(), report)
+            .await
     }
 
     /// Checks that no table moved since it was read, then commits each staged version.
