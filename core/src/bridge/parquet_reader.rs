@@ -443,7 +443,7 @@ impl StorageParquetReader {
         ahead
     }
 
-    fn from_prefetched(&self, ranges: &[Range<u64>]) -> Option<Vec<Bytes>> {
+    fn prefetched_slices(&self, ranges: &[Range<u64>]) -> Option<Vec<Bytes>> {
         ranges
             .iter()
             .map(|r| {
@@ -478,7 +478,7 @@ impl AsyncFileReader for StorageParquetReader {
     ) -> BoxFuture<'_, Result<Vec<Bytes>, ParquetError>> {
         let storage = unshare(&self.storage);
         let ahead = self.plan_prefetch(&ranges);
-        let cached = self.from_prefetched(&ranges);
+        let cached = self.prefetched_slices(&ranges);
         if let (Some(hit), true) = (&cached, ahead.is_empty()) {
             return futures::future::ready(Ok(hit.clone())).boxed();
         }
