@@ -58,7 +58,7 @@ impl Default for ReadSettings {
             coalesce_gap: 16 * 1024,
             max_in_flight: 6,
             page_index: true,
-            prefetch_row_groups: 3,
+            prefetch_row_groups: 8,
         }
     }
 }
@@ -367,6 +367,8 @@ impl ParquetFileReaderFactory for StorageReaderFactory {
             location: crate::storage::join(&self.prefix, file.object_meta.location.as_ref()),
             size: file.object_meta.size,
             reading: self.reading.clone(),
+            // Row groups whose middle lies in this range belong to this partition.
+            assigned: file.range.as_ref().map(|r| r.start as u64..r.end as u64),
             metadata: None,
             last_read: None,
             prefetched: Vec::new(),
@@ -381,6 +383,8 @@ pub struct StorageParquetReader {
     location: String,
     size: u64,
     reading: Arc<ParquetReading>,
+    /// The byte range of the file this reader's partition scans, if split.
+    assigned: Option<Range<u64>>,
     metadata: Option<Arc<ParquetMetaData>>,
     /// The row group and columns of the last whole-column-chunk read.
     last_read: Option<(usize, Vec<usize>)>,
@@ -413,6 +417,11 @@ impl StorageParquetReader {
     /// sequential.
     fn plan_prefetch(&mut self, ranges: &[Range<u64>]) -> Vec<Range<u64>> {
         let depth = self.reading.settings.prefetch_row_groups;
+        // DataFusion may hand decoding to a fresh reader that never loaded the footer itself
+        // (after reading bloom filters with another); the session cache has it.
+        if self.metadata.is_none() {
+            self.metadata = self.reading.cache.get(&self.location, self.size, &None);
+        }
         let Some(meta) = self.metadata.clone() else {
             return vec![];
         };
@@ -428,6 +437,16 @@ impl StorageParquetReader {
         }
         let mut ahead = Vec::new();
         for next in rg + 1..(rg + 1 + depth).min(meta.num_row_groups()) {
+            let group = meta.row_group(next);
+            let first = group
+                .columns()
+                .first()
+                .map(|c| c.byte_range().0)
+                .unwrap_or(0);
+            let middle = first + group.compressed_size().max(0) as u64 / 2;
+            if self.assigned.as_ref().is_some_and(|a| !a.contains(&middle)) {
+                break;
+            }
             for &c in &columns {
                 let (start, len) = meta.row_group(next).column(c).byte_range();
                 let r = start..start + len;
