@@ -274,7 +274,8 @@ pub fn register_for(
 ) -> crate::Result<(ObjectStoreUrl, Path)> {
     let (url, prefix, rest) = route(location)?;
     let runtime = ctx.runtime_env();
-    if runtime.object_store(&url).is_err() || !registered_by_us(&runtime, &url) {
+    // Register once per URL; a store someone else registered there is replaced by ours.
+    if !registered_by_us(&runtime, &url) {
         ctx.register_object_store(
             url.as_ref(),
             Arc::new(StorageObjectStore::new(storage.clone(), prefix)),
