@@ -1,0 +1,284 @@
+// Medallion for JavaScript: query Parquet and Delta tables by URL with HTTP Range requests, and
+// run medallion pipelines, in browsers, Node and edge workers. The engine is the Rust core
+// compiled to WebAssembly (../pkg, made by `npm run build`); this file is the API around it:
+// loading the module in each runtime, plain-object and Arrow IPC results, and recovery if the
+// module ever traps (every pending call is rejected with the reason, and the next call runs on a
+// fresh instance with the same tables registered).
+import * as firstGlue from '../pkg/medallion_wasm.js';
+
+// Resolved lazily: some runtimes (edge workers) give modules no URL to resolve against.
+const besideUs = (rel) => new URL(rel, import.meta.url);
+
+/** Every error Medallion rejects with; `trapped` is true if the module had to be restarted. */
+export class MedallionError extends Error {
+  constructor(message, { trapped = false, cause } = {}) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.name = 'MedallionError';
+    this.trapped = trapped;
+  }
+}
+
+let generation = 0;
+let glueInUse = false;
+
+const isNode = typeof process !== 'undefined' && !!process.versions?.node;
+
+async function defaultWasmSource() {
+  if (isNode) {
+    const { readFile } = await import('node:fs/promises');
+    return readFile(besideUs('../pkg/medallion_wasm_bg.wasm'));
+  }
+  return besideUs('../pkg/medallion_wasm_bg.wasm');
+}
+
+// One WebAssembly instance and the wasm-bindgen glue module that owns it. The glue keeps its
+// instance in module state, so a fresh instance needs a fresh copy of the glue module.
+async function instantiate(wasm) {
+  generation += 1;
+  let glue;
+  if (!glueInUse) {
+    glue = firstGlue;
+    glueInUse = true;
+  } else {
+    try {
+      glue = await import(`${besideUs('../pkg/medallion_wasm.js').href}?instance=${generation}`);
+    } catch (e) {
+      throw new MedallionError(
+        'the WebAssembly module trapped earlier and this runtime cannot load a second copy of it; restart the worker or process',
+        { cause: e },
+      );
+    }
+  }
+  let source = wasm;
+  try {
+    source ??= await defaultWasmSource();
+    await glue.default({ module_or_path: source });
+  } catch (e) {
+    const from = source instanceof URL ? ` from ${source.href}` : '';
+    throw new MedallionError(
+      `could not load Medallion's WebAssembly module${from}: ${e.message ?? e} (in edge workers, import the .wasm and pass it: Medallion.create({ wasm }))`,
+      { cause: e },
+    );
+  }
+  const instance = { glue, pending: new Set(), trapped: null };
+  glue.onTrap((message) => {
+    instance.trapped = message;
+    const error = trapError(message);
+    for (const p of instance.pending) p.reject(error);
+    instance.pending.clear();
+  });
+  return instance;
+}
+
+// The instance every engine shares (compiling the module is the slow part of start-up); replaced
+// only after a trap.
+let live = null;
+let starting = null;
+async function currentInstance(wasm) {
+  if (live && !live.trapped) return live;
+  if (!starting) {
+    starting = instantiate(wasm)
+      .then((instance) => {
+        live = instance;
+        return instance;
+      })
+      .finally(() => {
+        starting = null;
+      });
+  }
+  return starting;
+}
+
+function trapError(message) {
+  return new MedallionError(
+    `Medallion's WebAssembly module stopped (${message}); the call was abandoned and the next call starts a fresh instance`,
+    { trapped: true },
+  );
+}
+
+/** A query result. */
+export class Result {
+  #inner;
+  constructor(inner) {
+    this.#inner = inner;
+  }
+  /** Number of rows. */
+  get numRows() {
+    return this.#inner.numRows;
+  }
+  /** Column names, in order. */
+  get columns() {
+    return this.#inner.columns;
+  }
+  /**
+   * Rows as plain objects. Values are JSON values: 64-bit integers beyond 2^53 lose precision
+   * (use toIPC for exact values), timestamps are ISO strings, decimals are numbers.
+   */
+  toArray() {
+    return JSON.parse(this.#inner.toJSONText());
+  }
+  /** The result as Arrow IPC stream bytes (apache-arrow's `tableFromIPC` reads them). */
+  toIPC() {
+    return this.#inner.toIPC();
+  }
+}
+
+export class Medallion {
+  #options;
+  #wasm;
+  #instance = null;
+  #engine = null;
+  #registered = new Map();
+  #starting = null;
+
+  constructor(options, wasm) {
+    this.#options = options;
+    this.#wasm = wasm;
+  }
+
+  /**
+   * Loads the module and makes an engine. Options (all optional): `wasm` (a
+   * WebAssembly.Module, bytes or URL of medallion_wasm_bg.wasm — needed in edge workers),
+   * `footerHint`, `coalesceGap`, `maxInFlight`, `prefetchRowGroups`, `batchSize`,
+   * `timeoutMs`, `retries`, `maxFullBody`.
+   */
+  static async create(options = {}) {
+    const { wasm, ...engineOptions } = options;
+    const m = new Medallion(engineOptions, wasm);
+    await m.#ensure();
+    return m;
+  }
+
+  async #ensure() {
+    if (this.#instance && !this.#instance.trapped) return this.#instance;
+    if (!this.#starting) {
+      this.#starting = (async () => {
+        const instance = await currentInstance(this.#wasm);
+        let engine;
+        try {
+          engine = new instance.glue.Engine(this.#options);
+        } catch (e) {
+          throw toError(e);
+        }
+        for (const [name, { location, kind }] of this.#registered) {
+          await this.#guard(instance, () => engine.register(name, location, kind));
+        }
+        this.#instance = instance;
+        this.#engine = engine;
+        return instance;
+      })().finally(() => {
+        this.#starting = null;
+      });
+    }
+    return this.#starting;
+  }
+
+  // Runs one call on an instance; if the instance traps meanwhile, rejects instead of hanging.
+  #guard(instance, call) {
+    return new Promise((resolve, reject) => {
+      const entry = { reject };
+      instance.pending.add(entry);
+      const done = () => instance.pending.delete(entry);
+      let promise;
+      try {
+        promise = Promise.resolve(call());
+      } catch (e) {
+        done();
+        reject(instance.trapped ? trapError(instance.trapped) : toError(e));
+        return;
+      }
+      promise.then(
+        (v) => {
+          done();
+          resolve(v);
+        },
+        (e) => {
+          done();
+          reject(instance.trapped ? trapError(instance.trapped) : toError(e));
+        },
+      );
+    });
+  }
+
+  async #call(f) {
+    const instance = await this.#ensure();
+    return this.#guard(instance, () => f(this.#engine, instance));
+  }
+
+  /** Registers a Parquet file (URL) as table `name`. */
+  async registerParquet(name, url) {
+    return this.#register(name, url, 'parquet');
+  }
+
+  /** Registers a Delta table (URL of its folder) as table `name`. */
+  async registerDelta(name, url) {
+    return this.#register(name, url, 'delta');
+  }
+
+  /** Registers a Parquet file or a Delta table, whichever `url` holds. */
+  async register(name, url) {
+    return this.#register(name, url, 'auto');
+  }
+
+  async #register(name, location, kind) {
+    const found = await this.#call((e) => e.register(name, location, kind));
+    this.#registered.set(name, { location, kind });
+    return found;
+  }
+
+  /** Runs SQL over the registered tables. */
+  async sql(query) {
+    return new Result(await this.#call((e) => e.sql(query)));
+  }
+
+  /**
+   * Runs a pipeline spec (TOML) whose sources are URLs. Tables are written to an in-memory lake
+   * (`options.lake`, default "/lake") and registered by name for `sql`; quarantines as
+   * `<name>_quarantine`. Options: `base` (URL relative source paths start from), `files`
+   * (source URLs that the spec's globs may match — HTTP cannot list), `runId`, `nowMs`,
+   * `onProgress(event)`. Resolves to the run report.
+   */
+  async runPipeline(spec, options = {}) {
+    const { onProgress, ...rest } = options;
+    return this.#call((e) => e.runPipeline(spec, rest, onProgress));
+  }
+
+  /** The engine's version. */
+  get version() {
+    return this.#instance.glue.version();
+  }
+
+  /** HTTP requests, bytes fetched (and in-memory writes) since creation or `resetStats()`. */
+  stats() {
+    return this.#engine.stats();
+  }
+
+  resetStats() {
+    this.#engine.resetStats();
+  }
+
+  /** The in-memory lake's files: `[path, Uint8Array][]` (Delta logs and Parquet data). */
+  lakeFiles() {
+    return this.#engine.lakeFiles();
+  }
+
+  /** Frees the engine's memory now rather than when it is garbage-collected. */
+  close() {
+    this.#engine?.free();
+    this.#engine = null;
+    this.#instance = null;
+    this.#registered.clear();
+  }
+
+  /** For tests: makes the module panic (at once, or inside a future). */
+  async _panicForTests(inFuture = false) {
+    return this.#call((_, instance) => instance.glue.__panicForTests(inFuture));
+  }
+}
+
+function toError(e) {
+  if (e instanceof Error) return e instanceof MedallionError ? e : new MedallionError(e.message, { cause: e });
+  return new MedallionError(String(e));
+}
+
+export default Medallion;

@@ -1,0 +1,376 @@
+//! The engine JavaScript talks to: tables registered by URL, SQL, pipelines into an
+//! in-memory lake, and I/O statistics. Async methods return `Promise`s built from futures
+//! that own what they use (`Rc` clones), so concurrent calls on one engine never trip over a
+//! borrowed `self`.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use js_sys::{Function, Promise, Uint8Array};
+use medallion_core::bridge::parquet_reader::ReadSettings;
+use medallion_core::clock::Clock;
+use medallion_core::datafusion::prelude::SessionContext;
+use medallion_core::pipeline::{self, quarantine_location, table_location, Progress, RunOptions};
+use medallion_core::query::{
+    collect_sql, new_context, register_location, EngineOptions, TableKind,
+};
+use medallion_core::spec::PipelineSpec;
+use medallion_core::storage::{CountingStorage, IoCounts, IoStats, Storage};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::fetch_storage::{FetchSettings, FetchStorage};
+use crate::js_storage::JsStorage;
+use crate::result::QueryResult;
+
+/// `Medallion.create(options)`; every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateOptions {
+    batch_size: Option<usize>,
+    footer_hint: Option<u64>,
+    coalesce_gap: Option<u64>,
+    max_in_flight: Option<usize>,
+    prefetch_row_groups: Option<usize>,
+    timeout_ms: Option<u32>,
+    retries: Option<u32>,
+    max_full_body: Option<u64>,
+}
+
+/// `runPipeline(spec, options)`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PipelineOptions {
+    /// Where tables go in the in-memory lake.
+    lake: Option<String>,
+    /// The folder (URL) relative source paths start from.
+    base: Option<String>,
+    /// Source URLs that globs in the spec may match (HTTP cannot list).
+    files: Option<Vec<String>>,
+    run_id: Option<String>,
+    /// Fixed `now` in ms since the epoch, for reproducible `_ingested_at` values.
+    now_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    requests: u64,
+    bytes: u64,
+    list_requests: u64,
+    write_requests: u64,
+    bytes_written: u64,
+}
+
+struct Inner {
+    ctx: SessionContext,
+    storage: Arc<JsStorage>,
+    counting: Arc<dyn Storage>,
+    io: Arc<IoStats>,
+    /// What `stats()` counts from (`resetStats()` moves it).
+    baseline: std::cell::Cell<IoCounts>,
+    engine: EngineOptions,
+}
+
+/// A Medallion engine: one DataFusion session, one partition (there are no threads here).
+#[wasm_bindgen]
+pub struct Engine {
+    inner: Rc<Inner>,
+}
+
+fn js_error(e: impl std::fmt::Display) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+const CREATE_OPTIONS: &[&str] = &[
+    "batchSize",
+    "footerHint",
+    "coalesceGap",
+    "maxInFlight",
+    "prefetchRowGroups",
+    "timeoutMs",
+    "retries",
+    "maxFullBody",
+];
+const PIPELINE_OPTIONS: &[&str] = &["lake", "base", "files", "runId", "nowMs"];
+
+/// Reads an options object. serde-wasm-bindgen looks up only the fields it knows, so a
+/// misspelt option would be silently ignored: unknown keys are checked here.
+fn options<T: for<'de> Deserialize<'de> + Default>(
+    value: JsValue,
+    known: &[&str],
+    what: &str,
+) -> Result<T, JsValue> {
+    if value.is_undefined() || value.is_null() {
+        return Ok(T::default());
+    }
+    if let Some(object) = value.dyn_ref::<js_sys::Object>() {
+        for key in js_sys::Object::keys(object).iter() {
+            let key = key.as_string().unwrap_or_default();
+            if !known.contains(&key.as_str()) {
+                return Err(js_error(format!(
+                    "{what}: unknown field `{key}`, expected one of {}",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    serde_wasm_bindgen::from_value(value).map_err(|e| js_error(format!("{what}: {e}")))
+}
+
+fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
+    value
+        .serialize(&serde_wasm_bindgen::Serializer::json_compatible())
+        .map_err(js_error)
+}
+
+#[wasm_bindgen]
+impl Engine {
+    #[wasm_bindgen(constructor)]
+    pub fn new(options_value: JsValue) -> Result<Engine, JsValue> {
+        let o: CreateOptions = options(options_value, CREATE_OPTIONS, "Medallion.create options")?;
+        let defaults = ReadSettings::default();
+        let reading = ReadSettings {
+            footer_hint: o.footer_hint.unwrap_or(defaults.footer_hint),
+            coalesce_gap: o.coalesce_gap.unwrap_or(defaults.coalesce_gap),
+            max_in_flight: o.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
+            prefetch_row_groups: o
+                .prefetch_row_groups
+                .unwrap_or(defaults.prefetch_row_groups),
+            ..defaults
+        };
+        let engine = EngineOptions {
+            // DataFusion merges partitions on spawned tokio tasks; there is no tokio here.
+            target_partitions: 1,
+            batch_size: o.batch_size.unwrap_or(8192).max(1),
+            reading,
+        };
+        let fetch_defaults = FetchSettings::default();
+        let fetch = FetchStorage::new(FetchSettings {
+            retries: o.retries.unwrap_or(fetch_defaults.retries),
+            timeout_ms: o.timeout_ms.unwrap_or(fetch_defaults.timeout_ms),
+            max_full_body: o.max_full_body.unwrap_or(fetch_defaults.max_full_body),
+            ..fetch_defaults
+        });
+        let storage = Arc::new(JsStorage::new(fetch));
+        let counting = Arc::new(CountingStorage::new(storage.clone()));
+        let io = counting.stats();
+        Ok(Engine {
+            inner: Rc::new(Inner {
+                ctx: new_context(engine),
+                storage,
+                counting,
+                io,
+                baseline: Default::default(),
+                engine,
+            }),
+        })
+    }
+
+    /// Registers a table: `kind` is "parquet", "delta" or "auto" (a `.parquet` URL is
+    /// Parquet, a folder with `_delta_log/` is Delta). Resolves to the kind found.
+    pub fn register(&self, name: String, location: String, kind: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let target = match kind.as_str() {
+                "delta" if !location.starts_with("delta:") => format!("delta:{location}"),
+                "parquet" | "delta" | "auto" => location.clone(),
+                other => {
+                    return Err(js_error(format!(
+                        "table `{name}`: unknown kind `{other}` (parquet, delta or auto)"
+                    )))
+                }
+            };
+            let _ = inner.ctx.deregister_table(name.as_str());
+            let found = register_location(&inner.ctx, &inner.counting, &name, &target)
+                .await
+                .map_err(|e| js_error(format!("table `{name}` ({location}): {e}")))?;
+            if kind == "parquet" && found != TableKind::Parquet {
+                return Err(js_error(format!(
+                    "table `{name}`: {location} is not a Parquet file"
+                )));
+            }
+            Ok(JsValue::from_str(match found {
+                TableKind::Delta => "delta",
+                TableKind::Parquet => "parquet",
+            }))
+        })
+    }
+
+    /// Runs SQL; resolves to a [`QueryResult`].
+    pub fn sql(&self, query: String) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let (schema, batches) = collect_sql(&inner.ctx, "query", &query)
+                .await
+                .map_err(js_error)?;
+            Ok(QueryResult::new(schema, batches).into())
+        })
+    }
+
+    /// Runs a pipeline spec (TOML) into the in-memory lake, then registers every table it
+    /// holds by name (quarantines as `<name>_quarantine`). Resolves to the run report.
+    #[wasm_bindgen(js_name = runPipeline)]
+    pub fn run_pipeline(
+        &self,
+        spec: String,
+        options_value: JsValue,
+        on_progress: JsValue,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let o: PipelineOptions =
+                options(options_value, PIPELINE_OPTIONS, "runPipeline options")?;
+            let spec = PipelineSpec::from_toml(&spec).map_err(js_error)?;
+            let lake = o.lake.unwrap_or_else(|| "/lake".into());
+            if medallion_core::storage::is_url(&lake) {
+                return Err(js_error(format!(
+                    "lake {lake}: URLs are read-only here; use a path such as /lake (kept in memory)"
+                )));
+            }
+            if let Some(files) = o.files {
+                inner.storage.known_urls.borrow_mut().extend(files);
+            }
+            let clock = JsClock {
+                fixed_now: o.now_ms,
+            };
+            let run_id = o.run_id.unwrap_or_else(new_run_id);
+            let opts = RunOptions {
+                lake: lake.clone(),
+                base: o.base.unwrap_or_default(),
+                run_id,
+                engine: inner.engine,
+            };
+            let callback = on_progress.dyn_into::<Function>().ok();
+            let progress = |p: Progress| {
+                if let Some(f) = &callback {
+                    if let Ok(event) = progress_event(&p) {
+                        let _ = f.call1(&JsValue::NULL, &event);
+                    }
+                }
+            };
+            let storage: Arc<dyn Storage> = inner.counting.clone();
+            let report = pipeline::run(&spec, storage, &clock, &opts, &progress)
+                .await
+                .map_err(js_error)?;
+            register_lake(&inner, &spec, &lake).await?;
+            to_js(&report)
+        })
+    }
+
+    /// Requests, bytes fetched and written since the engine started (or `resetStats`).
+    pub fn stats(&self) -> Result<JsValue, JsValue> {
+        let c = self.inner.io.counts() - self.inner.baseline.get();
+        to_js(&Stats {
+            requests: c.read_requests,
+            bytes: c.bytes_read,
+            list_requests: c.list_requests,
+            write_requests: c.write_requests,
+            bytes_written: c.bytes_written,
+        })
+    }
+
+    #[wasm_bindgen(js_name = resetStats)]
+    pub fn reset_stats(&self) {
+        self.inner.baseline.set(self.inner.io.counts());
+    }
+
+    /// Every file of the in-memory lake: `[path, bytes][]`.
+    #[wasm_bindgen(js_name = lakeFiles)]
+    pub fn lake_files(&self) -> js_sys::Array {
+        let out = js_sys::Array::new();
+        for (path, bytes) in self.inner.storage.memory.snapshot() {
+            let pair = js_sys::Array::new();
+            pair.push(&JsValue::from_str(&path));
+            pair.push(&Uint8Array::from(bytes.as_ref()).into());
+            out.push(&pair.into());
+        }
+        out
+    }
+}
+
+async fn register_lake(inner: &Inner, spec: &PipelineSpec, lake: &str) -> Result<(), JsValue> {
+    let mut tables: Vec<(String, String)> = spec
+        .tables()
+        .map(|(name, layer)| (name.to_string(), table_location(lake, layer, name)))
+        .collect();
+    for name in spec.bronze.keys().chain(spec.silver.keys()) {
+        tables.push((
+            format!("{name}_quarantine"),
+            quarantine_location(lake, name),
+        ));
+    }
+    for (name, location) in tables {
+        let exists = medallion_core::delta::is_delta_table(inner.counting.as_ref(), &location)
+            .await
+            .map_err(js_error)?;
+        if !exists {
+            continue;
+        }
+        let _ = inner.ctx.deregister_table(name.as_str());
+        register_location(
+            &inner.ctx,
+            &inner.counting,
+            &name,
+            &format!("delta:{location}"),
+        )
+        .await
+        .map_err(|e| js_error(format!("table `{name}`: {e}")))?;
+    }
+    Ok(())
+}
+
+fn progress_event(p: &Progress) -> Result<JsValue, JsValue> {
+    let value = match p {
+        Progress::Planned { tables } => serde_json::json!({"event": "planned", "tables": tables}),
+        Progress::TableStarted { table, layer } => {
+            serde_json::json!({"event": "tableStarted", "table": table, "layer": layer.as_str()})
+        }
+        Progress::FileIngested { table, file, bytes } => {
+            serde_json::json!({"event": "fileIngested", "table": table, "file": file, "bytes": bytes})
+        }
+        Progress::TableFinished {
+            table,
+            rows,
+            skipped,
+        } => {
+            serde_json::json!({"event": "tableFinished", "table": table, "rows": rows, "skipped": skipped})
+        }
+        Progress::Committing { tables } => {
+            serde_json::json!({"event": "committing", "tables": tables})
+        }
+    };
+    to_js(&value)
+}
+
+/// `Date.now()` and `performance.now()`, from whatever global the runtime has.
+struct JsClock {
+    fixed_now: Option<f64>,
+}
+
+impl Clock for JsClock {
+    fn now_ms(&self) -> i64 {
+        self.fixed_now.unwrap_or_else(js_sys::Date::now) as i64
+    }
+    fn monotonic_ms(&self) -> f64 {
+        let performance = js_sys::Reflect::get(&js_sys::global(), &"performance".into())
+            .ok()
+            .filter(|p| !p.is_undefined());
+        performance
+            .and_then(|p| {
+                let now = js_sys::Reflect::get(&p, &"now".into()).ok()?;
+                now.dyn_into::<Function>().ok()?.call0(&p).ok()?.as_f64()
+            })
+            .unwrap_or_else(js_sys::Date::now)
+    }
+}
+
+fn new_run_id() -> String {
+    format!(
+        "{:x}-{:08x}",
+        js_sys::Date::now() as u64,
+        (js_sys::Math::random() * f64::from(u32::MAX)) as u32
+    )
+}
