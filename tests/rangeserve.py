@@ -54,6 +54,7 @@ RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
 
 CONTENT_TYPES = {
     ".html": "text/html; charset=utf-8",
+    ".css": "text/css",
     ".js": "text/javascript",
     ".mjs": "text/javascript",
     ".json": "application/json",
@@ -245,9 +246,14 @@ class Handler(BaseHTTPRequestHandler):
         self.send_file(path, status, first, last - first + 1, headers)
 
     def resolve(self):
-        """The file a URL path names under the root, or None (outside the root, not a file)."""
+        """The file a URL path names under the root, or None (outside the root, not a file).
+
+        A path ending in `/` names the folder's index.html, so `/web/` opens the dashboard.
+        """
         root = self.server.root
         rel = unquote(urlsplit(self.path).path).lstrip("/")
+        if rel == "" or rel.endswith("/"):
+            rel += "index.html"
         path = os.path.realpath(os.path.join(root, rel))
         inside = path == root or path.startswith(root + os.sep)
         return path if inside and os.path.isfile(path) else None
