@@ -301,6 +301,7 @@ function combine(runs) {
     const ios = runs.map((r) => r[k]).filter(Boolean);
     if (ios.length) row[k] = Object.fromEntries(Object.keys(ios[0]).map((f) => [f, median(ios.map((io) => io[f]))]));
   }
+  for (const k of ['cold_engine_stats', 'warm_engine_stats']) if (first[k]) row[k] = first[k];
   const failed = runs.find((r) => r.error);
   if (failed) row.error = failed.error;
   if (failed?.page_errors) row.page_errors = failed.page_errors;

@@ -11,17 +11,25 @@
 // Every item of `twiggy top` (shallow size: the bytes of that function or data segment alone, so
 // the items add up to the module) is given to one crate: the first crate named in its demangled
 // name that is not the standard library (so `core::ptr::drop_in_place<datafusion_expr::Expr>` is
-// datafusion_expr's, `<arrow_array::… as core::fmt::Debug>::fmt` arrow_array's); names with only
-// std crates go to `std`; data segments, tables and unnamed items to `(data, tables, unnamed)`.
+// datafusion_expr's, `<arrow_array::… as core::fmt::Debug>::fmt` arrow_array's). Names with only
+// std crates (legacy mangling drops generic arguments, so a monomorphised `Vec<T>::push` cannot
+// say whose it is) and unnamed code are then charged to their nearest ancestor in `twiggy
+// dominators` that has a crate. Data segments stay apart (one .rodata holds every crate's
+// constants); custom sections (the name section) are left out, since the shipped module lacks them.
 // Prints the largest items, the crates, the crates grouped by concern (SQL parser, DataFusion
-// functions, Parquet codecs, …) and twiggy's largest dominators (retained size: what removing
-// that item would remove).
+// functions, Parquet codecs, …) and the dominators that retain >= 1% of the module.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 const STD = new Set(['core', 'alloc', 'std']);
+// Names and other custom sections: in the cargo output, not in what is shipped (wasm-bindgen and
+// wasm-opt drop them), so percentages are of the rest.
+const CUSTOM = '(custom sections)';
+// Data segments (one .rodata holds every crate's constants), tables and the like.
+const DATA = '(data segments, tables)';
 const DEFAULT_WASM = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/medallion/target'),
   'wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm');
 
@@ -32,7 +40,7 @@ const GROUPS = [
   ['datafusion (other)', /^datafusion/],
   ['parquet', /^parquet$/],
   ['codecs: brotli', /^(brotli|brotli_decompressor|alloc_no_stdlib|alloc_stdlib)$/],
-  ['codecs: zstd', /^zstd/],
+  ['codecs: zstd', /^zstd/],  // zstd, zstd_safe, zstd_sys and 'zstd (C)'
   ['codecs: flate2/miniz', /^(flate2|miniz_oxide|adler2?)$/],
   ['codecs: lz4', /^lz4/],
   ['codecs: snap', /^snap$/],
@@ -45,7 +53,7 @@ const GROUPS = [
   ['wasm-bindgen / js-sys / web-sys', /^(wasm_bindgen|js_sys|web_sys|wasm_bindgen_futures)/],
   ['hashing (hashbrown/ahash/…)', /^(hashbrown|ahash|twox_hash|xxhash_rust|foldhash)$/],
   ['std (core/alloc/std)', /^std$/],
-  ['(data, tables, unnamed)', /^\(data/],
+  ['(data segments, tables)', /^\(data/],
 ];
 
 function twiggy() {
@@ -59,14 +67,17 @@ function runTwiggy(args) {
 
 /** The crate an item is charged to (see the comment at the top). */
 export function crateOf(name) {
-  if (/^(data|elem|table|memory|global|type|import|export)\[|^"function names" subsection|^(custom section|wasm magic|header)/i.test(name)
-    || /^code\[\d+\]$/.test(name)) {
-    return '(data, tables, unnamed)';
-  }
-  const crates = [...name.matchAll(/(?:^|[^A-Za-z0-9_])([a-z_][a-z0-9_]*)::/g)].map((m) => m[1]);
+  if (/subsection$|^custom section /.test(name)) return CUSTOM;
+  if (/^(data|elem|table|memory|global|type|import|export)\[|^data segment /.test(name)) return DATA;
+  if (/^code\[\d+\]$/.test(name)) return '(unnamed code)';
+  // The C library linked in by zstd-sys (zstd's own symbol prefixes).
+  if (/^(ZSTD|ZSTDMT|HUF|FSE|HIST|ZDICT|COVER|POOL|ERR|XXH|XXH64|rust_zstd_wasm_shim)_/.test(name)) return 'zstd (C)';
+  // v0-mangled names carry a crate disambiguator: core[c5930c85a12de822]::num::…
+  const plain = name.replace(/\[[0-9a-f]{16}\]/g, '');
+  const crates = [...plain.matchAll(/(?:^|[^A-Za-z0-9_:])([a-z_][a-z0-9_]*)::/g)].map((m) => m[1]);
   const own = crates.find((c) => !STD.has(c));
   if (own) return own;
-  if (crates.length) return 'std';
+  if (crates.length || /^<(str|\[\w+\]|[iu](8|16|32|64|128|size)|f32|f64|char|bool)>::/.test(plain)) return 'std';
   if (name.startsWith('__wbg') || name.startsWith('__wbindgen')) return 'wasm_bindgen';
   return '(other symbols)';
 }
@@ -84,7 +95,7 @@ function printTable(title, rows, total) {
 function main() {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
-    console.log(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 19).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
+    console.log(fs.readFileSync(new URL(import.meta.url), 'utf8').split('\n').slice(1, 22).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
     return;
   }
   const topIdx = argv.indexOf('--top');
@@ -94,35 +105,74 @@ function main() {
   const fileSize = fs.statSync(wasm).size;
 
   const items = JSON.parse(runTwiggy(['top', '-n', '1000000', '--format', 'json', wasm]));
-  const total = items.reduce((n, it) => n + it.shallow_size, 0);
-  console.log(`${wasm}: ${mb(fileSize)} MB on disk, ${items.length} items, ${mb(total)} MB counted by twiggy`);
+  const custom = items.filter((it) => crateOf(it.name) === CUSTOM).reduce((n, it) => n + it.shallow_size, 0);
+  const total = items.reduce((n, it) => n + it.shallow_size, 0) - custom;
+  console.log(`${wasm}: ${mb(fileSize)} MB on disk, ${items.length} items; custom sections (names) ${mb(custom)} MB; ` +
+    `code and data ${mb(total)} MB = 100% below`);
 
-  printTable(`largest ${topN} items (twiggy top -n ${topN})`, items.slice(0, topN).map((it) => [it.name.slice(0, 110), it.shallow_size]), total);
+  printTable(`largest ${topN} items (twiggy top -n ${topN})`, items.filter((it) => crateOf(it.name) !== CUSTOM).slice(0, topN).map((it) => [it.name.slice(0, 110), it.shallow_size]), total);
 
   const byCrate = new Map();
   for (const it of items) {
     const c = crateOf(it.name);
+    if (c === CUSTOM) continue;
     byCrate.set(c, (byCrate.get(c) ?? 0) + it.shallow_size);
   }
   const crates = [...byCrate].sort((a, b) => b[1] - a[1]);
-  printTable('by crate (shallow sizes, all items)', crates.slice(0, 45), total);
+  printTable('by crate as named (shallow sizes)', crates.slice(0, 25), total);
 
-  const byGroup = new Map();
-  for (const [c, v] of crates) {
-    const g = GROUPS.find(([, re]) => re.test(c))?.[0] ?? 'other crates';
-    byGroup.set(g, (byGroup.get(g) ?? 0) + v);
+  // Legacy symbol names drop generic arguments, so a monomorphised `core::iter::…::fold` or
+  // `alloc::vec::Vec<T>::push` cannot tell whose it is. Charge such std items (and unnamed ones)
+  // to the nearest ancestor in the dominator tree that has a crate: the code that alone keeps them.
+  // Data segments stay apart (twiggy hangs .rodata under one of its many users).
+  const tree = JSON.parse(runTwiggy(['dominators', '-d', '100000', '-r', '100000000', '--format', 'json', wasm]));
+  const roots = tree.items ?? tree;
+  const owned = new Map();
+  const unowned = new Set(['std', '(unnamed code)', '(other symbols)']);
+  const charge = (node, owner) => {
+    let c = crateOf(node.name);
+    if (c === CUSTOM) return;
+    if (unowned.has(c) && owner && owner !== DATA) c = owner;
+    owned.set(c, (owned.get(c) ?? 0) + node.shallow_size);
+    for (const child of node.children ?? []) charge(child, unowned.has(c) ? owner : c);
+  };
+  for (const root of roots) charge(root, null);
+  // Items twiggy finds no path to (data segments: it does not follow data references) keep
+  // the crate their name says.
+  const inTree = new Map();
+  const count = (node) => {
+    const key = `${node.name}\0${node.shallow_size}`;
+    inTree.set(key, (inTree.get(key) ?? 0) + 1);
+    for (const child of node.children ?? []) count(child);
+  };
+  for (const root of roots) count(root);
+  for (const it of items) {
+    const key = `${it.name}\0${it.shallow_size}`;
+    if (inTree.get(key)) {
+      inTree.set(key, inTree.get(key) - 1);
+      continue;
+    }
+    const c = crateOf(it.name);
+    if (c !== CUSTOM) owned.set(c, (owned.get(c) ?? 0) + it.shallow_size);
   }
-  printTable('by concern', [...byGroup].sort((a, b) => b[1] - a[1]), total);
+  const ownedRows = [...owned].sort((a, b) => b[1] - a[1]);
+  printTable('by crate, std and unnamed items charged to their dominator\'s crate', ownedRows.slice(0, 45), total);
+  const ownedGroups = new Map();
+  for (const [c, v] of ownedRows) {
+    const g = GROUPS.find(([, re]) => re.test(c))?.[0] ?? 'other crates';
+    ownedGroups.set(g, (ownedGroups.get(g) ?? 0) + v);
+  }
+  printTable('by concern, std and unnamed items charged to their dominator\'s crate', [...ownedGroups].sort((a, b) => b[1] - a[1]), total);
 
-  // Dominators: the largest subtrees (retained size), two levels down from the roots.
-  const tree = JSON.parse(runTwiggy(['dominators', '-d', '3', '-r', '40', '--format', 'json', wasm]));
-  const flat = [];
+  // The subtrees that retain >= 1% of the module (what removing that item would remove).
+  const big = [];
   const walk = (node, depth) => {
-    if (depth > 0) flat.push([`${'  '.repeat(depth - 1)}${node.name.slice(0, 100)}`, node.retained_size]);
+    if (node.retained_size < total * 0.01 || depth > 6 || crateOf(node.name) === CUSTOM) return;
+    big.push([`${'  '.repeat(depth)}${node.name.slice(0, 100)}`, node.retained_size]);
     for (const child of node.children ?? []) walk(child, depth + 1);
   };
-  for (const root of Array.isArray(tree) ? tree : tree.items ?? [tree]) walk(root, 1);
-  printTable('dominators (retained size; twiggy dominators -d 3)', flat.filter(([, v]) => v >= total * 0.005).slice(0, 60), total);
+  for (const root of roots) walk(root, 0);
+  printTable('dominators retaining >= 1% (twiggy dominators)', big, total);
 }
 
-main();
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) main();
