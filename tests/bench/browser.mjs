@@ -256,6 +256,7 @@ async function measure(browser, server, engine, queryId, data, timeoutMs) {
       Object.assign(row, { [`${phase}_ms`]: r.ms, rows: r.rows, check: r.check });
       if (phase === 'cold') row.register_ms = r.registerMs;
       if (r.engineStats) row[`${phase}_engine_stats`] = r.engineStats;
+      if (r.overlap) row[`${phase}_overlap`] = r.overlap;
     }
   } catch (e) {
     row.error = String(e.message ?? e).split('\n')[0];
@@ -301,7 +302,7 @@ function combine(runs) {
     const ios = runs.map((r) => r[k]).filter(Boolean);
     if (ios.length) row[k] = Object.fromEntries(Object.keys(ios[0]).map((f) => [f, median(ios.map((io) => io[f]))]));
   }
-  for (const k of ['cold_engine_stats', 'warm_engine_stats']) if (first[k]) row[k] = first[k];
+  for (const k of ['cold_engine_stats', 'warm_engine_stats', 'cold_overlap', 'warm_overlap']) if (first[k]) row[k] = first[k];
   const failed = runs.find((r) => r.error);
   if (failed) row.error = failed.error;
   if (failed?.page_errors) row.page_errors = failed.page_errors;
@@ -377,7 +378,8 @@ async function main() {
             for (let i = 0; i < opts.repeat; i++) {
               const r = await measure(browser, server, engine, queryId, data, opts.timeoutMs);
               runs.push(r);
-              log(`  ${latency}ms ${engine} ${queryId}: ${r.error ? `ERROR ${r.error}` : `init ${fmtMs(r.init_ms)} ms, cold ${fmtMs(r.cold_ms)} ms, warm ${fmtMs(r.warm_ms)} ms, ${r.cold_io.requests} req, ${fmtMB(r.cold_io.bytes)} MB`}`);
+              log(`  ${latency}ms ${engine} ${queryId}: ${r.error ? `ERROR ${r.error}` : `init ${fmtMs(r.init_ms)} ms, cold ${fmtMs(r.cold_ms)} ms, warm ${fmtMs(r.warm_ms)} ms, ${r.cold_io.requests} req, ${fmtMB(r.cold_io.bytes)} MB`}` +
+                (r.cold_overlap ? ` (cold: at most ${r.cold_overlap.peakInFlight} in flight, network busy ${fmtMs(r.cold_overlap.networkBusyMs)} ms)` : ''));
             }
             const row = combine(runs);
             row.latency_ms = latency;

@@ -5,6 +5,29 @@ import { checkNumber, errorText } from './check.js';
 const PACKAGE = '/wasm/js/index.js';
 const WASM = '/wasm/pkg/medallion_wasm_bg.wasm';
 let medallion;
+performance.setResourceTimingBufferSize(100000);
+
+/**
+ * How the page's requests for `.parquet` files overlapped (Resource Timing, since the last
+ * clear): the most in flight at once, and the time at least one was in flight.
+ */
+function requestOverlap() {
+  const spans = performance.getEntriesByType('resource')
+    .filter((e) => new URL(e.name).pathname.endsWith('.parquet'))
+    .map((e) => [e.startTime, e.responseEnd]);
+  const edges = spans.flatMap(([a, b]) => [[a, 1], [b, -1]]).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  let open = 0;
+  let peak = 0;
+  let busy = 0;
+  let since = 0;
+  for (const [t, d] of edges) {
+    if (open === 0 && d > 0) since = t;
+    open += d;
+    peak = Math.max(peak, open);
+    if (open === 0) busy += t - since;
+  }
+  return { requests: spans.length, peakInFlight: peak, networkBusyMs: busy };
+}
 
 window.bench = {
   /** Start-up as an application sees it: import the package, then `Medallion.create()`. */
@@ -40,12 +63,13 @@ window.bench = {
   async run(queryId, sql, tables) {
     try {
       medallion.resetStats();
+      performance.clearResourceTimings();
       const t0 = performance.now();
       for (const [name, url] of Object.entries(tables ?? {})) await medallion.registerParquet(name, url);
       const t1 = performance.now();
       const rows = (await medallion.sql(sql)).toArray();
       const ms = performance.now() - t0;
-      return { ms, registerMs: t1 - t0, rows: rows.length, check: checkNumber(queryId, rows), engineStats: medallion.stats() };
+      return { ms, registerMs: t1 - t0, rows: rows.length, check: checkNumber(queryId, rows), engineStats: medallion.stats(), overlap: requestOverlap() };
     } catch (e) {
       return { error: errorText(e), trapped: e?.trapped === true };
     }
