@@ -58,20 +58,24 @@ pub async fn resolve_files(
     let Some(at) = wildcard else {
         return Ok(vec![storage.head(&full).await?]);
     };
-    if is_url(&full) {
-        return Err(Error::Spec(format!(
-            "`{pattern}`: wildcards need a listing, which plain http(s) URLs do not offer; name the files"
-        )));
-    }
     let dir = full[..at].rsplit_once('/').map(|(d, _)| d).unwrap_or("");
     let glob = GlobBuilder::new(&full)
         .literal_separator(true)
         .build()
         .map_err(|e| Error::Spec(format!("`{pattern}` is not a valid glob: {e}")))?
         .compile_matcher();
-    let mut files: Vec<ObjectMeta> = storage
-        .list(dir)
-        .await?
+    // A runtime may know the files behind a URL folder (the JS package takes a list); plain
+    // HTTP cannot list, and then the error says to name the files.
+    let listed = storage.list(dir).await.map_err(|e| {
+        if is_url(&full) {
+            Error::Spec(format!(
+                "`{pattern}`: wildcards need a listing of {dir}, which this server does not offer ({e}); name the files"
+            ))
+        } else {
+            e
+        }
+    })?;
+    let mut files: Vec<ObjectMeta> = listed
         .into_iter()
         .filter(|m| glob.is_match(&m.location))
         .collect();
