@@ -31,8 +31,9 @@ cargo fmt --all --check
 step "core for the browser: clippy on wasm32-unknown-unknown"
 cargo clippy -p medallion-core --target wasm32-unknown-unknown -- -D warnings
 
-step "core for the wasmtime guest: check on wasm32-wasip1"
-cargo check -p medallion-core --target wasm32-wasip1
+step "core as the wasmtime guest: clippy on wasm32-wasip1"
+cargo clippy -p medallion-guest --target wasm32-wasip1 -- -D warnings
+# The guest module itself (profile `guest`) is built by host/build.rs with the native crates.
 
 step "native tests"
 cargo test --workspace

@@ -28,7 +28,8 @@ use crate::query::{self, EngineOptions, ParquetFilesTable};
 use crate::report::{RunReport, StageTime, TableReport};
 use crate::source::{self, RescuedRow};
 use crate::spec::{Layer, PipelineSpec};
-use crate::storage::{join, CountingStorage, IoStats, Storage};
+use crate::storage::{join, CountingStorage, IoCounts, IoStats, Storage};
+use serde::{Deserialize, Serialize};
 
 /// The tag on a bronze data file's `add` naming the source file it came from.
 pub const SOURCE_TAG: &str = "medallion.source";
@@ -36,7 +37,7 @@ pub const SOURCE_TAG: &str = "medallion.source";
 pub const SPEC_HASH_KEY: &str = "medallion.specHash";
 
 /// Where and how to run.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunOptions {
     /// The lake's root; tables live at `<lake>/<layer>/<name>/`.
     pub lake: String,
@@ -85,6 +86,10 @@ pub fn quarantine_location(lake: &str, name: &str) -> String {
 /// Runs a pipeline. On error nothing has been committed, except when another writer
 /// commits to one of the tables between this run's check and its commit (then
 /// [`Error::CommitConflict`] names the table).
+///
+/// This is the three parts below in one process: [`dag::plan`], [`stage`] of every table in
+/// order, [`commit`]. A runtime that builds independent tables in parallel (the wasmtime
+/// host) calls the parts itself.
 pub async fn run(
     spec: &PipelineSpec,
     storage: Arc<dyn Storage>,
@@ -96,6 +101,123 @@ pub async fn run(
     let counting = Arc::new(CountingStorage::new(storage));
     let io = counting.stats();
     let storage: Arc<dyn Storage> = counting;
+
+    let t = clock.monotonic_ms();
+    let dag = dag::plan(spec)?;
+    progress(Progress::Planned { tables: &dag.order });
+    let plan_ms = clock.monotonic_ms() - t;
+
+    let staged = stage(
+        spec,
+        storage.clone(),
+        clock,
+        opts,
+        &dag.order,
+        &[],
+        progress,
+    )
+    .await?;
+    let mut report = RunReport {
+        pipeline: spec.pipeline.name.clone(),
+        lake: opts.lake.clone(),
+        run_id: opts.run_id.clone(),
+        tables: staged.tables,
+        stages: staged.stages,
+        ..Default::default()
+    };
+    report.stages.insert(
+        0,
+        StageTime {
+            stage: "plan".into(),
+            ms: plan_ms,
+        },
+    );
+    progress(Progress::Committing {
+        tables: staged.commits.len(),
+    });
+    let t = clock.monotonic_ms();
+    let committed = commit(storage.as_ref(), staged.commits).await?;
+    report.stages.push(StageTime {
+        stage: "commit".into(),
+        ms: clock.monotonic_ms() - t,
+    });
+    record_versions(&mut report, &committed);
+    report.ok = true;
+    report.io = io.counts();
+    report.elapsed_ms = clock.monotonic_ms() - started;
+    Ok(report)
+}
+
+/// A staged table version as plain data: its data files are written, its log entry is not.
+/// Serialisable, so that the part of a run that staged it need not be the one that commits it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StagedCommit {
+    /// The pipeline table this version belongs to.
+    pub table: String,
+    /// Whether this is the table's quarantine rather than the table itself.
+    pub quarantine: bool,
+    pub location: String,
+    pub version: u64,
+    /// The version this one was built on; the commit fails if the table has moved since.
+    pub base_version: Option<u64>,
+    /// The data files written, removed if the commit is not made.
+    pub written: Vec<String>,
+    /// Newline-delimited JSON actions of the log entry.
+    pub log_entry: String,
+}
+
+/// What later tables of a run read of a table built (or found up to date) earlier: its
+/// staged or committed files and schema, and whether the run changes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TableState {
+    pub table: String,
+    /// The schema as a Delta schema string (what the table's log would record).
+    pub schema: String,
+    /// Live data files (location, size).
+    pub files: Vec<(String, u64)>,
+    /// The version these files are (committed, or staged by this run).
+    pub version: Option<u64>,
+    /// Whether this run writes a new version of the table.
+    pub changed: bool,
+}
+
+/// What [`stage`] did: versions to commit, the state later tables read, reports per table.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Staged {
+    pub commits: Vec<StagedCommit>,
+    pub states: Vec<TableState>,
+    pub tables: Vec<TableReport>,
+    /// Time per layer built.
+    pub stages: Vec<StageTime>,
+    /// Reads and writes of this stage.
+    pub io: IoCounts,
+}
+
+/// A version [`commit`] made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Committed {
+    pub table: String,
+    pub quarantine: bool,
+    pub version: u64,
+}
+
+/// Builds `tables` in the given order (each after the tables it reads) and stages their new
+/// versions. `inputs` are the states of tables built earlier in the same run, by other calls;
+/// tables neither in `tables` nor in `inputs` are not readable. On error, this call's staged
+/// files are removed and nothing is left to commit.
+pub async fn stage(
+    spec: &PipelineSpec,
+    storage: Arc<dyn Storage>,
+    clock: &dyn Clock,
+    opts: &RunOptions,
+    tables: &[String],
+    inputs: &[TableState],
+    progress: &dyn Fn(Progress),
+) -> Result<Staged> {
+    let counting = Arc::new(CountingStorage::new(storage));
+    let io = counting.stats();
+    let storage: Arc<dyn Storage> = counting;
+    let dag = dag::plan(spec)?;
     let mut run = Run {
         spec,
         storage: storage.clone(),
@@ -105,49 +227,134 @@ pub async fn run(
         io: io.clone(),
         staged: Vec::new(),
         changed: BTreeSet::new(),
-        report: RunReport {
-            pipeline: spec.pipeline.name.clone(),
-            lake: opts.lake.clone(),
-            run_id: opts.run_id.clone(),
-            ..Default::default()
-        },
+        registered: HashMap::new(),
+        report: Staged::default(),
     };
-
-    let t = clock.monotonic_ms();
-    let dag = dag::plan(spec)?;
-    progress(Progress::Planned { tables: &dag.order });
-    run.stage_time("plan", t);
-
-    let result = run.build_all(&dag, progress).await;
+    let result = run.stage_inputs(inputs);
     let result = match result {
-        Ok(()) => {
-            progress(Progress::Committing {
-                tables: run.staged.len(),
-            });
-            let t = clock.monotonic_ms();
-            let r = run.commit_all().await;
-            run.stage_time("commit", t);
-            r
-        }
-        Err(e) => {
-            for staged in std::mem::take(&mut run.staged) {
-                staged.request.abort(storage.as_ref()).await;
-            }
-            Err(e)
-        }
+        Ok(()) => run.build_all(&dag, tables, progress).await,
+        Err(e) => Err(e),
     };
-    result?;
-    run.report.ok = true;
-    run.report.io = io.counts();
-    run.report.elapsed_ms = clock.monotonic_ms() - started;
-    Ok(run.report)
+    if let Err(e) = result {
+        for staged in std::mem::take(&mut run.staged) {
+            staged.request.abort(storage.as_ref()).await;
+        }
+        return Err(e);
+    }
+    let mut out = run.report;
+    for s in run.staged {
+        out.commits.push(StagedCommit {
+            table: s.table,
+            quarantine: s.quarantine,
+            location: s.request.location.clone(),
+            version: s.request.version,
+            base_version: s.base_version,
+            written: s.request.written.clone(),
+            log_entry: String::from_utf8_lossy(&s.request.log_entry).into_owned(),
+        });
+    }
+    for name in tables {
+        let Some(Registered {
+            schema,
+            files,
+            version,
+        }) = run.registered.get(name)
+        else {
+            continue;
+        };
+        out.states.push(TableState {
+            table: name.clone(),
+            schema: crate::delta::delta_schema_string(schema).map_err(|message| Error::Table {
+                table: name.clone(),
+                message,
+            })?,
+            files: files.clone(),
+            version: *version,
+            changed: run.changed.contains(name),
+        });
+    }
+    out.io = io.counts();
+    Ok(out)
 }
 
-struct Staged {
+/// Checks that no table moved since it was staged, then publishes each staged version with
+/// one put-if-absent of its log entry. If any table moved, nothing is committed and every
+/// staged file is removed; if a commit fails midway, the rest are not made (and their files
+/// removed), the ones before stay.
+pub async fn commit(storage: &dyn Storage, staged: Vec<StagedCommit>) -> Result<Vec<Committed>> {
+    for s in &staged {
+        let latest = crate::delta::commit_versions(storage, &s.location)
+            .await?
+            .last()
+            .copied();
+        if latest != s.base_version {
+            let table = s.table.clone();
+            let version = latest.unwrap_or(0);
+            abort(storage, staged).await;
+            return Err(Error::CommitConflict { table, version });
+        }
+    }
+    let mut committed = Vec::with_capacity(staged.len());
+    let mut pending = staged.into_iter();
+    while let Some(s) = pending.next() {
+        let log = crate::delta::commit_location(&s.location, s.version);
+        let result = storage
+            .put_if_absent(&log, bytes::Bytes::from(s.log_entry.clone()))
+            .await;
+        if let Err(e) = result {
+            let rest: Vec<StagedCommit> = std::iter::once(s.clone()).chain(pending).collect();
+            abort(storage, rest).await;
+            return Err(match e {
+                Error::AlreadyExists { .. } => Error::CommitConflict {
+                    table: s.table,
+                    version: s.version,
+                },
+                other => other,
+            });
+        }
+        committed.push(Committed {
+            table: s.table,
+            quarantine: s.quarantine,
+            version: s.version,
+        });
+    }
+    Ok(committed)
+}
+
+/// Removes the data files of staged versions that will not be committed. Best effort: files
+/// left behind are invisible to readers, only wasted space.
+pub async fn abort(storage: &dyn Storage, staged: Vec<StagedCommit>) {
+    for s in staged {
+        for l in &s.written {
+            let _ = storage.delete(l).await;
+        }
+    }
+}
+
+/// Writes committed versions into the reports of their tables.
+pub fn record_versions(report: &mut RunReport, committed: &[Committed]) {
+    for c in committed {
+        if let Some(t) = report.tables.iter_mut().find(|t| t.table == c.table) {
+            if c.quarantine {
+                t.quarantine_version = Some(c.version);
+            } else {
+                t.version = Some(c.version);
+            }
+        }
+    }
+}
+
+/// A table later tables can read: schema, live files, and the version they make up.
+struct Registered {
+    schema: SchemaRef,
+    files: Vec<(String, u64)>,
+    version: Option<u64>,
+}
+
+struct StagedRequest {
     request: CommitRequest,
     base_version: Option<u64>,
-    /// Index into the report's tables.
-    report_index: usize,
+    table: String,
     quarantine: bool,
 }
 
@@ -158,10 +365,12 @@ struct Run<'a> {
     opts: &'a RunOptions,
     ctx: SessionContext,
     io: Arc<IoStats>,
-    staged: Vec<Staged>,
+    staged: Vec<StagedRequest>,
     /// Tables whose content changes in this run.
     changed: BTreeSet<String>,
-    report: RunReport,
+    /// What each readable table is: schema and live files.
+    registered: HashMap<String, Registered>,
+    report: Staged,
 }
 
 impl Run<'_> {
@@ -176,8 +385,31 @@ impl Run<'_> {
         }
     }
 
-    async fn build_all(&mut self, dag: &Dag, progress: &dyn Fn(Progress)) -> Result<()> {
-        for name in &dag.order {
+    /// Makes tables staged by earlier parts of the run readable.
+    fn stage_inputs(&mut self, inputs: &[TableState]) -> Result<()> {
+        for input in inputs {
+            let schema =
+                crate::delta::arrow_schema_from_delta(&input.schema).map_err(|message| {
+                    Error::Table {
+                        table: input.table.clone(),
+                        message: format!("staged schema: {message}"),
+                    }
+                })?;
+            self.register(&input.table, Arc::new(schema), &input.files, input.version)?;
+            if input.changed {
+                self.changed.insert(input.table.clone());
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_all(
+        &mut self,
+        dag: &Dag,
+        tables: &[String],
+        progress: &dyn Fn(Progress),
+    ) -> Result<()> {
+        for name in tables {
             let layer = self
                 .spec
                 .layer_of(name)
@@ -218,16 +450,35 @@ impl Run<'_> {
         quarantine: bool,
     ) -> (SchemaRef, Vec<(String, u64)>) {
         let out = (request.schema.clone(), request.live_files.clone());
-        self.staged.push(Staged {
+        let table = match quarantine {
+            // Quarantines are staged while their table is being built: it is the next report.
+            true => request.table.trim_end_matches(" (quarantine)").to_string(),
+            false => request.table.clone(),
+        };
+        self.staged.push(StagedRequest {
             request,
             base_version: base.map(|b| b.version),
-            report_index: self.report.tables.len(),
+            table,
             quarantine,
         });
         out
     }
 
-    fn register(&self, name: &str, schema: SchemaRef, files: &[(String, u64)]) -> Result<()> {
+    fn register(
+        &mut self,
+        name: &str,
+        schema: SchemaRef,
+        files: &[(String, u64)],
+        version: Option<u64>,
+    ) -> Result<()> {
+        self.registered.insert(
+            name.to_string(),
+            Registered {
+                schema: schema.clone(),
+                files: files.to_vec(),
+                version,
+            },
+        );
         let table = ParquetFilesTable::new(&self.ctx, &self.storage, schema, files)?;
         let _ = self.ctx.deregister_table(name);
         self.ctx
@@ -334,7 +585,9 @@ impl Run<'_> {
         if data_files.is_empty() || new_schema.is_none() {
             // Nothing new (or only unreadable files): downstream reads the committed version.
             match &snapshot {
-                Some(s) => self.register(name, s.schema.clone(), &s.file_locations())?,
+                Some(s) => {
+                    self.register(name, s.schema.clone(), &s.file_locations(), Some(s.version))?
+                }
                 None => {
                     return Err(Error::Table {
                         table: name.to_string(),
@@ -374,9 +627,10 @@ impl Run<'_> {
     ) -> Result<()> {
         let request = write.prepare(self.storage.as_ref(), base).await?;
         report.bytes_written += request.bytes_written;
+        let version = request.version;
         let (schema, live) = self.push_staged(request, base, false);
         self.changed.insert(name.to_string());
-        self.register(name, schema, &live)
+        self.register(name, schema, &live, Some(version))
     }
 
     async fn stage_quarantine(&mut self, name: &str, batch: RecordBatch) -> Result<()> {
@@ -417,7 +671,20 @@ impl Run<'_> {
                 (t.sql.clone(), serde_json::to_string(t).unwrap_or_default())
             }
         };
-        let spec_hash = format!("{:016x}", fnv1a(definition.as_bytes()));
+        // The hash covers the versions of the inputs too: a table built from inputs that have
+        // moved since (say, committed by a run that crashed before committing this table) is
+        // rebuilt even when nothing changes in this run.
+        let input_versions: Vec<String> = inputs
+            .iter()
+            .map(|i| match self.registered.get(i).and_then(|r| r.version) {
+                Some(v) => format!("{i}@{v}"),
+                None => i.clone(),
+            })
+            .collect();
+        let spec_hash = format!(
+            "{:016x}",
+            fnv1a(format!("{definition}\n{}", input_versions.join(",")).as_bytes())
+        );
         let location = table_location(&self.opts.lake, layer, name);
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
         let up_to_date = snapshot.as_ref().is_some_and(|s| {
@@ -429,7 +696,7 @@ impl Run<'_> {
         }) && inputs.iter().all(|i| !self.changed.contains(i));
         if let (true, Some(s)) = (up_to_date, &snapshot) {
             report.rows_out = s.num_records().unwrap_or(0);
-            return self.register(name, s.schema.clone(), &s.file_locations());
+            return self.register(name, s.schema.clone(), &s.file_locations(), Some(s.version));
         }
 
         let what = format!("{layer} table `{name}`");
@@ -475,48 +742,6 @@ impl Run<'_> {
             .insert(SPEC_HASH_KEY.to_string(), spec_hash);
         self.stage_table(name, write, snapshot.as_ref(), report)
             .await
-    }
-
-    /// Checks that no table moved since it was read, then commits each staged version.
-    async fn commit_all(&mut self) -> Result<()> {
-        let staged = std::mem::take(&mut self.staged);
-        for s in &staged {
-            let latest = crate::delta::commit_versions(self.storage.as_ref(), &s.request.location)
-                .await?
-                .last()
-                .copied();
-            if latest != s.base_version {
-                let table = s.request.table.clone();
-                let version = latest.unwrap_or(0);
-                for s in staged {
-                    s.request.abort(self.storage.as_ref()).await;
-                }
-                return Err(Error::CommitConflict { table, version });
-            }
-        }
-        let mut pending = staged.into_iter();
-        while let Some(s) = pending.next() {
-            let report_index = s.report_index;
-            let quarantine = s.quarantine;
-            match s.request.commit(self.storage.as_ref()).await {
-                Ok(version) => {
-                    if let Some(t) = self.report.tables.get_mut(report_index) {
-                        if quarantine {
-                            t.quarantine_version = Some(version);
-                        } else {
-                            t.version = Some(version);
-                        }
-                    }
-                }
-                Err(e) => {
-                    for rest in pending {
-                        rest.request.abort(self.storage.as_ref()).await;
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
     }
 }
 

@@ -32,7 +32,8 @@ use crate::storage::Storage;
 
 /// How much parallelism the caller grants. Browsers and wasm guests must use one partition:
 /// DataFusion spawns tokio tasks to merge partitions, and there is no tokio there.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct EngineOptions {
     pub target_partitions: usize,
     pub batch_size: usize,

@@ -1,6 +1,8 @@
 //! medallion-host as a library: the native runtime of the core (local files, HTTP, the
-//! system clock) and the retail demo generator, shared by the CLI and the tests.
+//! system clock), the wasmtime runner of the core as a sandboxed guest ([`guest`]), and the
+//! retail demo generator, shared by the CLI and the tests.
 
+pub mod guest;
 pub mod http;
 pub mod local_fs;
 pub mod native_storage;

@@ -33,7 +33,8 @@ use crate::storage::{ObjectMeta, Storage};
 
 /// How remote Parquet is read. The defaults suit browsers (6 connections per host) and
 /// object stores alike.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ReadSettings {
     /// Bytes of the first footer read, from the end of the file.
     pub footer_hint: u64,

@@ -71,7 +71,8 @@ pub struct CommitRequest {
     /// Every live data file (location, size) once committed: what readers of the staged
     /// version should scan.
     pub live_files: Vec<(String, u64)>,
-    log_entry: Bytes,
+    /// The log entry (newline-delimited JSON actions) that publishes the version.
+    pub log_entry: Bytes,
 }
 
 impl TableWrite {

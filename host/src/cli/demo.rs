@@ -16,6 +16,7 @@ pub const RETAIL_SPEC: &str = include_str!("../../../examples/retail/pipeline.to
 /// Days of data the demo starts with.
 const INITIAL_BATCHES: usize = 3;
 
+#[allow(clippy::too_many_arguments)]
 pub async fn demo(
     dir: &Path,
     lake: &str,
@@ -24,6 +25,7 @@ pub async fn demo(
     json: bool,
     storage: Arc<CountingStorage>,
     engine: EngineOptions,
+    guest: super::GuestArgs,
 ) -> anyhow::Result<()> {
     let data = dir.join("data");
     let generator = RetailData { scale, seed: 42 };
@@ -59,7 +61,7 @@ pub async fn demo(
             .with_context(|| format!("writing {}", spec.display()))?;
     }
 
-    let report = super::run::run_spec(&spec, lake, !json, storage.clone(), engine).await?;
+    let report = super::run::run_spec(&spec, lake, !json, storage.clone(), engine, guest).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());

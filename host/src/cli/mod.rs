@@ -36,6 +36,10 @@ mod run;
         A pipeline spec (TOML) names bronze sources (CSV, NDJSON, Parquet files or globs), silver tables \
         (SQL plus casts, expectations and deduplication) and gold tables (SQL aggregates). \
         `medallion run` builds them in dependency order into a lake folder; a failed run changes no table.\n\n\
+        `run` and `query` execute the engine as a sandboxed WebAssembly guest (wasmtime) by default: it reaches only \
+        the spec's sources and the lake (or the query's tables), within a memory cap (--max-memory) and an optional \
+        time limit (--timeout); independent tables are built in parallel instances. `--engine native` runs the same \
+        engine in-process instead.\n\n\
         Try it:  medallion demo",
     after_help = "Examples:\n  \
         medallion demo                                   generate retail data, build ./lake, print gold\n  \
@@ -56,7 +60,11 @@ enum Command {
     #[command(
         after_help = "Source paths in the spec are relative to the spec's folder. A second run ingests \
         only source files it has not seen and rebuilds only tables whose inputs changed.\n\
-        Exit status is non-zero if any table fails; then no table is changed."
+        Exit status is non-zero if any table fails; then no table is changed.\n\n\
+        With the default --engine guest, each table is built in its own wasm instance (tables of the same depth in \
+        parallel, --instances at a time) that may read only the spec's source files and the lake and write only the \
+        lake; every table is committed together at the end. Example:\n  \
+        medallion run pipeline.toml --lake lake --max-memory 512MiB --timeout 600"
     )]
     Run {
         /// The pipeline spec (TOML).
@@ -69,6 +77,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        guest: GuestArgs,
     },
     /// Run SQL over Parquet files, globs and Delta tables.
     #[command(
@@ -95,6 +105,8 @@ enum Command {
         stats: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        guest: GuestArgs,
     },
     /// Show the schema, row groups, sizes and statistics of a Parquet file.
     Inspect {
@@ -125,6 +137,8 @@ enum Command {
         json: bool,
         #[command(flatten)]
         engine: EngineArgs,
+        #[command(flatten)]
+        guest: GuestArgs,
     },
 }
 
@@ -196,11 +210,95 @@ impl EngineArgs {
     }
 }
 
+/// Where the core runs.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// In a sandboxed WebAssembly guest (wasmtime): only the spec's sources and the lake (or
+    /// the query's tables) are reachable; memory and time are capped.
+    Guest,
+    /// In this process, with DataFusion's native multi-threaded execution.
+    Native,
+}
+
+#[derive(clap::Args, Debug, Clone, Copy)]
+#[command(next_help_heading = "Sandbox")]
+struct GuestArgs {
+    /// Run the core as a sandboxed wasm guest (default) or natively in this process.
+    #[arg(long, value_enum, default_value_t = Engine::Guest)]
+    engine: Engine,
+    /// Guest: memory cap of each instance, e.g. 512MiB, 2GiB.
+    #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
+    max_memory: usize,
+    /// Guest: stop the job after this many seconds (fractions allowed); no limit if absent.
+    #[arg(long, value_name = "SECONDS")]
+    timeout: Option<f64>,
+    /// Guest: tables built at once, each in its own instance. Default: the number of CPU cores.
+    #[arg(long, value_name = "N")]
+    instances: Option<usize>,
+}
+
+impl GuestArgs {
+    fn limits(self) -> medallion_host::guest::Limits {
+        medallion_host::guest::Limits {
+            max_memory: self.max_memory,
+            timeout: self
+                .timeout
+                .map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
+        }
+    }
+
+    fn instances(self) -> usize {
+        self.instances
+            .unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get())
+                    .unwrap_or(1)
+            })
+            .max(1)
+    }
+}
+
+/// `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let n: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
+    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        other => return Err(format!("unknown size unit `{other}` (use MiB or GiB)")),
+    };
+    Ok((n * scale) as usize)
+}
+
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
     Table,
     Csv,
     Json,
+}
+
+/// Loads the guest module; says so on stderr when it had to be compiled (tens of seconds,
+/// once per build of the guest).
+fn load_guest() -> anyhow::Result<medallion_host::guest::Guest> {
+    let guest = medallion_host::guest::Guest::load()?;
+    if !guest.load.cached {
+        eprintln!(
+            "compiled the guest module in {:.1} s (cached for the next runs)",
+            guest.load.ms / 1000.0
+        );
+    }
+    Ok(guest)
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
@@ -210,7 +308,18 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lake,
             json,
             engine,
-        } => run::run(&spec, &lake, json, engine.storage()?, engine.options()).await,
+            guest,
+        } => {
+            run::run(
+                &spec,
+                &lake,
+                json,
+                engine.storage()?,
+                engine.options(),
+                guest,
+            )
+            .await
+        }
         Command::Query {
             sql,
             tables,
@@ -219,6 +328,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             max_rows,
             stats,
             engine,
+            guest,
         } => {
             let query = query::Query {
                 sql: &sql,
@@ -228,7 +338,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_rows,
                 stats,
             };
-            query::query(query, engine.storage()?, engine.options()).await
+            query::query(query, engine.storage()?, engine.options(), guest).await
         }
         Command::Inspect { path, json, engine } => {
             inspect::inspect(&path, json, engine.storage()?).await
@@ -240,6 +350,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             more,
             json,
             engine,
+            guest,
         } => {
             demo::demo(
                 &dir,
@@ -249,6 +360,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 json,
                 engine.storage()?,
                 engine.options(),
+                guest,
             )
             .await
         }

@@ -47,6 +47,40 @@ impl RunProgress {
         }
     }
 
+    /// An event a guest instance reported (JSON, see `host/guest/src/request.rs`).
+    pub fn on_guest(&self, event: &serde_json::Value) {
+        let text = |key: &str| event[key].as_str().unwrap_or_default().to_string();
+        match event["event"].as_str() {
+            Some("planned") => {
+                let tables: Vec<String> =
+                    serde_json::from_value(event["tables"].clone()).unwrap_or_default();
+                self.on(Progress::Planned { tables: &tables });
+            }
+            Some("table_started") => {
+                if let Ok(layer) = serde_json::from_value(event["layer"].clone()) {
+                    self.on(Progress::TableStarted {
+                        table: &text("table"),
+                        layer,
+                    });
+                }
+            }
+            Some("file_ingested") => self.on(Progress::FileIngested {
+                table: &text("table"),
+                file: &text("file"),
+                bytes: event["bytes"].as_u64().unwrap_or(0),
+            }),
+            Some("table_finished") => self.on(Progress::TableFinished {
+                table: &text("table"),
+                rows: event["rows"].as_u64().unwrap_or(0),
+                skipped: event["skipped"].as_bool().unwrap_or(false),
+            }),
+            Some("committing") => self.on(Progress::Committing {
+                tables: event["tables"].as_u64().unwrap_or(0) as usize,
+            }),
+            _ => {}
+        }
+    }
+
     pub fn finish(&self) {
         self.bar.finish_and_clear();
     }

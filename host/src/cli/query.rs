@@ -10,7 +10,11 @@ use medallion_core::storage::{CountingStorage, Storage};
 use medallion_host::local_fs::absolute;
 
 use super::output::print_batches;
-use super::Format;
+use super::{Engine, Format, GuestArgs};
+use medallion_host::guest::{
+    self,
+    grants::{Access, Grants},
+};
 
 /// What `medallion query` was asked.
 pub struct Query<'a> {
@@ -26,7 +30,11 @@ pub async fn query(
     q: Query<'_>,
     counting: Arc<CountingStorage>,
     engine: EngineOptions,
+    guest: GuestArgs,
 ) -> anyhow::Result<()> {
+    if guest.engine == Engine::Guest {
+        return query_in_guest(q, counting, engine, guest).await;
+    }
     let started = std::time::Instant::now();
     let io = counting.stats();
     let storage: Arc<dyn Storage> = counting;
@@ -74,14 +82,103 @@ pub async fn query(
     Ok(())
 }
 
+/// The same query in a guest instance, which may read only the query's tables and the lake.
+async fn query_in_guest(
+    q: Query<'_>,
+    counting: Arc<CountingStorage>,
+    engine: EngineOptions,
+    guest: GuestArgs,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let storage: Arc<dyn Storage> = counting;
+    let mut grants = Grants::new();
+    let mut tables: Vec<(String, String)> = Vec::new();
+    if let Some(lake) = q.lake {
+        let found = lake_tables(&storage, lake).await?;
+        if found.is_empty() {
+            bail!("the lake {lake} holds no tables (expected folders like {lake}/gold/<table>/_delta_log)");
+        }
+        grants.allow(&absolute(lake)?, Access::Read);
+        tables.extend(found.into_iter().map(|(n, l)| (n, format!("delta:{l}"))));
+    }
+    for t in q.tables {
+        let Some((name, path)) = t.split_once('=') else {
+            bail!(
+                "--table `{t}`: expected NAME=PATH, for example --table orders=data/orders.parquet"
+            );
+        };
+        let (prefix, path) = match path.strip_prefix("delta:") {
+            Some(p) => ("delta:", p),
+            None => ("", path),
+        };
+        let location = absolute(path)?;
+        grants.allow_pattern(&location, Access::Read);
+        tables.push((name.to_string(), format!("{prefix}{location}")));
+    }
+    let ctx = guest::Context {
+        storage,
+        grants: Arc::new(grants),
+        limits: guest.limits(),
+        started,
+        runtime: tokio::runtime::Handle::current(),
+        progress: Arc::new(|_| {}),
+    };
+    let sql = q.sql.to_string();
+    let engine = EngineOptions {
+        target_partitions: 1,
+        ..engine
+    };
+    let (result, load) = tokio::task::spawn_blocking(move || {
+        let module = super::load_guest()?;
+        let result = guest::job::run_query(&module, &ctx, &sql, &tables, engine)?;
+        anyhow::Ok((result, module.load))
+    })
+    .await??;
+    print_batches(&result.batches, q.format, q.max_rows)?;
+    if q.stats {
+        let c = result.io;
+        let ms = started.elapsed().as_secs_f64() * 1000.0;
+        let start = if load.cached { "cached" } else { "compiled" };
+        if q.format == Format::Json {
+            eprintln!(
+                "{}",
+                serde_json::json!({ "requests": c.read_requests, "bytes": c.bytes_read, "ms": ms,
+                    "module_ms": load.ms, "module": start })
+            );
+        } else {
+            eprintln!(
+                "{} requests, {} read, {ms:.0} ms (guest module {start} in {:.0} ms)",
+                c.read_requests,
+                medallion_core::report::human_bytes(c.bytes_read),
+                load.ms
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Registers every Delta table of a lake under its name; quarantines as `<name>_quarantine`.
 pub async fn register_lake(
     ctx: &medallion_core::datafusion::prelude::SessionContext,
     storage: &Arc<dyn Storage>,
     lake: &str,
 ) -> anyhow::Result<usize> {
+    let tables = lake_tables(storage, lake).await?;
+    for (table, location) in &tables {
+        register_location(ctx, storage, table, &format!("delta:{location}"))
+            .await
+            .with_context(|| format!("table {location}"))?;
+    }
+    Ok(tables.len())
+}
+
+/// Every Delta table of a lake: (name, location); quarantines as `<name>_quarantine`.
+pub async fn lake_tables(
+    storage: &Arc<dyn Storage>,
+    lake: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
     let lake = absolute(lake)?;
-    let mut n = 0;
+    let mut out = Vec::new();
     for layer in ["bronze", "silver", "gold", "quarantine"] {
         let dir = std::path::Path::new(&lake).join(layer);
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -107,11 +204,8 @@ pub async fn register_lake(
             } else {
                 name
             };
-            register_location(ctx, storage, &table, &format!("delta:{location}"))
-                .await
-                .with_context(|| format!("table {location}"))?;
-            n += 1;
+            out.push((table, location));
         }
     }
-    Ok(n)
+    Ok(out)
 }

@@ -11,7 +11,8 @@ use medallion_core::spec::PipelineSpec;
 use medallion_core::storage::CountingStorage;
 
 use super::progress::RunProgress;
-use medallion_host::{local_fs, SystemClock};
+use super::{Engine, GuestArgs};
+use medallion_host::{guest, local_fs, SystemClock};
 
 /// Runs the spec at `spec_path` into `lake`; prints the report (summary or JSON).
 pub async fn run(
@@ -20,8 +21,9 @@ pub async fn run(
     json: bool,
     storage: Arc<CountingStorage>,
     engine: EngineOptions,
+    guest: GuestArgs,
 ) -> anyhow::Result<()> {
-    let report = run_spec(spec_path, lake, !json, storage, engine).await?;
+    let report = run_spec(spec_path, lake, !json, storage, engine, guest).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -37,6 +39,7 @@ pub async fn run_spec(
     show_progress: bool,
     storage: Arc<CountingStorage>,
     engine: EngineOptions,
+    guest: GuestArgs,
 ) -> anyhow::Result<RunReport> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
@@ -58,12 +61,50 @@ pub async fn run_spec(
         run_id: medallion_host::new_run_id(),
         engine,
     };
-    let progress = RunProgress::new(show_progress);
-    let report =
-        medallion_core::pipeline::run(&spec, storage, &SystemClock::new(), &opts, &|event| {
-            progress.on(event)
-        })
-        .await;
+    let progress = Arc::new(RunProgress::new(show_progress));
+    let report = match guest.engine {
+        Engine::Native => {
+            medallion_core::pipeline::run(&spec, storage, &SystemClock::new(), &opts, &|event| {
+                progress.on(event)
+            })
+            .await
+        }
+        Engine::Guest => {
+            let opts = RunOptions {
+                // One partition: the guest has no threads to run more on; parallelism comes
+                // from instances.
+                engine: EngineOptions {
+                    target_partitions: 1,
+                    ..opts.engine
+                },
+                ..opts
+            };
+            let grants = guest::job::pipeline_grants(&spec, &opts);
+            let shown = progress.clone();
+            let ctx = guest::Context {
+                storage,
+                grants: Arc::new(grants),
+                limits: guest.limits(),
+                started: std::time::Instant::now(),
+                runtime: tokio::runtime::Handle::current(),
+                progress: Arc::new(move |event| shown.on_guest(event)),
+            };
+            let instances = guest.instances();
+            let result = tokio::task::spawn_blocking(move || {
+                let module = super::load_guest()?;
+                guest::job::run_pipeline(&module, &ctx, &text, &spec, &opts, instances)
+                    .map_err(anyhow::Error::from)
+            })
+            .await?;
+            progress.finish();
+            return result.with_context(|| {
+                format!(
+                    "pipeline {} failed; no table was changed",
+                    spec_path.display()
+                )
+            });
+        }
+    };
     progress.finish();
     report.with_context(|| {
         format!(

@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Guest benchmark: the core as a wasmtime guest vs the core in-process vs DuckDB.
+
+What it measures (medians of --repeat runs, all on this machine, same data, one invocation)
+  retail   the retail demo pipeline (examples/retail/pipeline.toml) at --scale, into a fresh lake
+           per run: `medallion run --engine guest` (parallel instances, one per table of a DAG
+           level), `--engine native` (DataFusion with all cores), and DuckDB running the same SQL
+           (bronze read with read_csv/read_json/read_parquet, silver SQL + `drop`/`fail`
+           expectations as filters + dedupe as QUALIFY row_number(), gold SQL, every table
+           written to Parquet). Wall time of the whole process.
+  q1, q6   TPC-H Q1 and Q6 over a local SF1 lineitem.parquet: `medallion query --engine guest`
+           (one instance, one partition), `--engine native --partitions 1` (the same work
+           in-process: the fair guest/native ratio), `--engine native` (all cores), and DuckDB
+           (all cores). Time is what `--stats` reports (registration + query, in the process),
+           DuckDB's is execute + fetch on a fresh connection.
+  start    the guest module: compiled from the .wasm (an empty module cache) vs loaded from the
+           cache, as `--stats` reports it, and the wall time of `medallion query "SELECT 1"`.
+
+Not a test: it takes minutes and its numbers depend on the machine. Release builds:
+the script runs `cargo build --release --bin medallion` (which also builds the guest with the
+`guest` profile) unless --bin is given. Data is cached under ~/.cache/medallion/bench.
+
+Run with the project's venv:  ~/.cache/medallion/venv/bin/python tests/bench/guest.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+sys.path.insert(0, str(HERE))
+from remote_parquet import QUERIES, duck_connect, lineitem_file  # noqa: E402
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def medallion_bin(args):
+    if args.bin:
+        return Path(args.bin)
+    target = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/medallion/target"))
+    log("building: cargo build --release --bin medallion (and the guest module)")
+    subprocess.run(["cargo", "build", "--release", "--bin", "medallion"], cwd=ROOT, check=True,
+                   env={**os.environ, "CARGO_TARGET_DIR": str(target)})
+    return target / "release" / "medallion"
+
+
+def timed(cmd, env=None, cwd=None):
+    started = time.perf_counter()
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
+    ms = (time.perf_counter() - started) * 1000
+    if p.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{p.stderr[-3000:]}")
+    return ms, p
+
+
+# ---------------------------------------------------------------------------------------------
+# The retail pipeline
+
+def retail_data(bin_, scale, root):
+    """Generated once per scale (with a throwaway native run, which is how `demo` makes it)."""
+    d = root / f"retail-scale{scale:g}"
+    if not (d / "data" / "customers.csv").exists():
+        log(f"generating retail data at scale {scale:g} in {d}")
+        scratch = tempfile.mkdtemp()
+        timed([bin_, "demo", "--dir", d, "--lake", Path(scratch) / "lake", "--scale", str(scale),
+               "--engine", "native", "--json"])
+        shutil.rmtree(scratch)
+    return d
+
+
+def medallion_run(bin_, spec, engine):
+    with tempfile.TemporaryDirectory() as tmp:
+        ms, p = timed([bin_, "run", spec, "--lake", Path(tmp) / "lake", "--engine", engine, "--json"])
+        report = json.loads(p.stdout)
+        gold = {t["table"]: t["rows_out"] for t in report["tables"] if t["layer"] == "gold"}
+        return ms, gold
+
+
+def duckdb_pipeline(spec_path):
+    """The spec's SQL in DuckDB; every table written to Parquet, like the lake's data files."""
+    spec = tomllib.loads(Path(spec_path).read_text())
+    base = Path(spec_path).parent
+    con = duck_connect(threads=os.cpu_count())
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as out:
+        for name, src in spec.get("bronze", {}).items():
+            path = str(base / src["path"])
+            if path.endswith(".csv"):
+                read = f"read_csv('{path}', header=true, ignore_errors=true)"
+            elif path.endswith(".ndjson") or path.endswith(".json"):
+                read = f"read_json('{path}', format='newline_delimited', ignore_errors=true)"
+            else:
+                read = f"read_parquet('{path}')"
+            con.execute(f"CREATE TABLE {name} AS SELECT *, now() AS _ingested_at FROM {read}")
+        for layer in ("silver", "gold"):
+            for name, t in spec.get(layer, {}).items():
+                sql = f"SELECT * FROM ({t['sql']}) AS t"
+                casts = t.get("casts", {})
+                if casts:
+                    cast = ", ".join(f"TRY_CAST({c} AS {ty.upper()}) AS {c}" for c, ty in casts.items())
+                    sql = f"SELECT * REPLACE ({cast}) FROM ({t['sql']}) AS t"
+                conds = [e["condition"] for e in t.get("expect", [])
+                         if e.get("on_violation", "warn") in ("drop", "fail")]
+                if conds:
+                    sql += " WHERE " + " AND ".join(f"({c})" for c in conds)
+                if "dedupe" in t:
+                    key = ", ".join(t["dedupe"]["key"])
+                    sql += f" QUALIFY row_number() OVER (PARTITION BY {key} ORDER BY {t['dedupe']['order_by']} DESC) = 1"
+                con.execute(f"CREATE TABLE {name} AS {sql}")
+        for (name,) in con.execute("SHOW TABLES").fetchall():
+            con.execute(f"COPY {name} TO '{out}/{name}.parquet' (FORMAT parquet, COMPRESSION snappy)")
+        gold = {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in spec.get("gold", {})}
+    ms = (time.perf_counter() - started) * 1000
+    con.close()
+    return ms, gold
+
+
+# ---------------------------------------------------------------------------------------------
+# TPC-H Q1 / Q6 and start-up
+
+def medallion_query(bin_, sql, table, extra, env=None):
+    ms, p = timed([bin_, "query", sql, "--table", f"lineitem={table}", "--format", "json",
+                   "--stats", *extra], env=env)
+    stats = json.loads(p.stderr.strip().splitlines()[-1])
+    return stats["ms"], stats, ms
+
+
+def duckdb_query(sql, table):
+    con = duck_connect(threads=os.cpu_count())
+    con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{table}')")
+    started = time.perf_counter()
+    con.execute(sql).fetchall()
+    ms = (time.perf_counter() - started) * 1000
+    con.close()
+    return ms
+
+
+def median(xs):
+    return statistics.median(xs)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bin", help="a medallion binary (default: build the release one)")
+    ap.add_argument("--scale", type=float, default=8, help="retail demo scale (default 8)")
+    ap.add_argument("--sf", type=float, default=1, help="TPC-H scale factor (default 1)")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--data", default=str(Path.home() / ".cache/medallion/bench"))
+    ap.add_argument("--skip", nargs="*", default=[], choices=["retail", "tpch", "start"])
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    bin_ = medallion_bin(args)
+    root = Path(args.data)
+    root.mkdir(parents=True, exist_ok=True)
+    rows = []  # (workload, engine, median ms, note)
+
+    if "start" not in args.skip:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "MEDALLION_GUEST_CACHE": cache}
+            ms, p = timed([bin_, "query", "SELECT 1 AS one", "--format", "json", "--stats"], env=env)
+            cold = json.loads(p.stderr.strip().splitlines()[-1])
+            rows.append(("start", "guest, compile (empty cache)", cold["module_ms"], f"process {ms:.0f} ms"))
+            warm = []
+            for _ in range(args.repeat):
+                ms, p = timed([bin_, "query", "SELECT 1 AS one", "--format", "json", "--stats"], env=env)
+                warm.append((json.loads(p.stderr.strip().splitlines()[-1])["module_ms"], ms))
+            rows.append(("start", "guest, module cache", median(w[0] for w in warm),
+                         f"process {median(w[1] for w in warm):.0f} ms"))
+        ms = median(timed([bin_, "query", "SELECT 1 AS one", "--engine", "native"])[0] for _ in range(args.repeat))
+        rows.append(("start", "native", ms, "process wall time"))
+
+    if "retail" not in args.skip:
+        d = retail_data(bin_, args.scale, root)
+        spec = d / "pipeline.toml"
+        medallion_run(bin_, spec, "guest")  # warm the module cache and the page cache
+        results = {}
+        for engine in ("guest", "native"):
+            runs = [medallion_run(bin_, spec, engine) for _ in range(args.repeat)]
+            results[engine] = median(r[0] for r in runs), runs[0][1]
+        duck = [duckdb_pipeline(spec) for _ in range(args.repeat)]
+        results["duckdb"] = median(r[0] for r in duck), duck[0][1]
+        if results["guest"][1] != results["native"][1]:
+            log(f"WARNING: gold row counts differ: {results['guest'][1]} vs {results['native'][1]}")
+        for engine, (ms, gold) in results.items():
+            rows.append((f"retail scale {args.scale:g}", engine, ms, f"gold rows {sum(gold.values())}"))
+
+    if "tpch" not in args.skip:
+        table = str(lineitem_file(args.sf, root))
+        for q in ("q1", "q6"):
+            sql = QUERIES[q]
+            for engine, extra in (("guest", ["--engine", "guest"]),
+                                  ("native, 1 partition", ["--engine", "native", "--partitions", "1"]),
+                                  ("native", ["--engine", "native"])):
+                medallion_query(bin_, sql, table, extra)  # warm
+                ms = median(medallion_query(bin_, sql, table, extra)[0] for _ in range(args.repeat))
+                rows.append((f"TPC-H SF{args.sf:g} {q}", engine, ms, ""))
+            duckdb_query(sql, table)
+            ms = median(duckdb_query(sql, table) for _ in range(args.repeat))
+            rows.append((f"TPC-H SF{args.sf:g} {q}", "duckdb", ms, ""))
+
+    # Ratios within each workload: vs the guest's in-process twin, and vs DuckDB.
+    by = {}
+    for w, e, ms, _ in rows:
+        by.setdefault(w, {})[e] = ms
+    print(f"{'workload':<22} {'engine':<30} {'median ms':>10} {'÷ native':>9} {'÷ duckdb':>9}  note")
+    for w, e, ms, note in rows:
+        native = by[w].get("native, 1 partition", by[w].get("native"))
+        duck = by[w].get("duckdb")
+        r1 = f"{ms / native:.2f}x" if native and w != "start" else ""
+        r2 = f"{ms / duck:.2f}x" if duck else ""
+        print(f"{w:<22} {e:<30} {ms:>10.0f} {r1:>9} {r2:>9}  {note}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
