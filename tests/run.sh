@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Sets up everything the tests need on a fresh Debian machine (Rust targets, Debian and Python
-# packages), then runs every test: formatting and lints, the wasm builds of the core, the
-# Rust tests, and the check that deltalake and DuckDB read Medallion's tables identically.
+# Sets up everything the tests need on a fresh Debian machine (Rust targets, Debian, Python and
+# npm packages), then runs every test: formatting, the Rust tests (native and through the
+# wasmtime guest, which `cargo build` builds), the check that deltalake and DuckDB read
+# Medallion's tables identically, the npm package in Node, Chromium and workerd, and Parquet
+# conformance.
 # Safe to re-run: installed pieces are skipped. Builds go to $CARGO_TARGET_DIR
 # (default ~/.cache/medallion/target) so later runs reuse them.
 set -euo pipefail
@@ -14,7 +16,7 @@ step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
 step "setup: Debian packages, Rust targets, Python packages"
 need=()
-for p in clang llvm wasi-libc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in clang llvm wasi-libc chromium; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -24,22 +26,19 @@ rustup component add clippy rustfmt >/dev/null 2>&1 || true
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/python" -c "import duckdb, deltalake, pyarrow, duckdb_extension_delta" 2>/dev/null || \
   "$VENV/bin/pip" install -q "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" deltalake pyarrow
+# playwright-core (drives Debian's chromium), workerd, apache-arrow: pinned by package-lock.json.
+[ -d node_modules/workerd ] && [ node_modules/.package-lock.json -nt package-lock.json ] || \
+  npm ci --no-audit --no-fund --loglevel=error
 
 step "format"
 cargo fmt --all --check
+# Clippy for the three builds is tests/lint.sh: its check builds of DataFusion for three
+# targets would add ~20 minutes to a cold run, so it runs before commits, not in CI.
 
-step "core for the browser: clippy on wasm32-unknown-unknown"
-cargo clippy -p medallion-core --target wasm32-unknown-unknown -- -D warnings
-
-step "core as the wasmtime guest: clippy on wasm32-wasip1"
-cargo clippy -p medallion-guest --target wasm32-wasip1 -- -D warnings
 # The guest module itself (profile `guest`) is built by host/build.rs with the native crates.
 
 step "native tests"
 cargo test --workspace
-
-step "native lints"
-cargo clippy --workspace --all-targets -- -D warnings
 
 step "Delta interop: deltalake and duckdb read the retail demo's lake"
 cargo build --bin medallion
@@ -49,6 +48,12 @@ trap 'rm -rf "$work"' EXIT
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 >"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 --more >>"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$VENV/bin/python" tests/delta_readers.py "$bin" "$work/lake"
+
+step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile)"
+npm run build
+
+step "npm package: Node, headless Chromium and workerd give the native answers"
+MEDALLION_BIN="$bin" npm test
 
 step "Parquet conformance: apache/parquet-testing from disk and over HTTP"
 corpus="${PARQUET_TESTING:-$(cd .. && pwd)/shared/parquet-testing}"
