@@ -47,16 +47,8 @@ pub async fn query(
         }
     }
     for t in tables {
-        let Some((name, path)) = t.split_once('=') else {
-            bail!(
-                "--table `{t}`: expected NAME=PATH, for example --table orders=data/orders.parquet"
-            );
-        };
-        let (prefix, path) = match path.strip_prefix("delta:") {
-            Some(p) => ("delta:", p),
-            None => ("", path),
-        };
-        let location = format!("{prefix}{}", absolute(path)?);
+        let (name, path, prefix, location) = table_arg(t)?;
+        let location = format!("{prefix}{location}");
         register_location(&ctx, &storage, name, &location)
             .await
             .with_context(|| format!("table `{name}` ({path})"))?;
@@ -82,6 +74,19 @@ pub async fn query(
     Ok(())
 }
 
+/// `--table NAME=PATH`: the name, the path as given, `delta:` if it was forced, and the
+/// absolute location.
+fn table_arg(t: &str) -> anyhow::Result<(&str, &str, &'static str, String)> {
+    let Some((name, path)) = t.split_once('=') else {
+        bail!("--table `{t}`: expected NAME=PATH, for example --table orders=data/orders.parquet");
+    };
+    let (prefix, path) = match path.strip_prefix("delta:") {
+        Some(p) => ("delta:", p),
+        None => ("", path),
+    };
+    Ok((name, path, prefix, absolute(path)?))
+}
+
 /// The same query in a guest instance, which may read only the query's tables and the lake.
 async fn query_in_guest(
     q: Query<'_>,
@@ -102,16 +107,7 @@ async fn query_in_guest(
         tables.extend(found.into_iter().map(|(n, l)| (n, format!("delta:{l}"))));
     }
     for t in q.tables {
-        let Some((name, path)) = t.split_once('=') else {
-            bail!(
-                "--table `{t}`: expected NAME=PATH, for example --table orders=data/orders.parquet"
-            );
-        };
-        let (prefix, path) = match path.strip_prefix("delta:") {
-            Some(p) => ("delta:", p),
-            None => ("", path),
-        };
-        let location = absolute(path)?;
+        let (name, _, prefix, location) = table_arg(t)?;
         grants.allow_pattern(&location, Access::Read);
         tables.push((name.to_string(), format!("{prefix}{location}")));
     }
