@@ -67,11 +67,13 @@ pub fn take_pending() -> Vec<u8> {
     }
 }
 
-/// A buffer of `len` bytes for the host to fill (a request). Never null: a zero-length
-/// request still gets a valid address.
+/// A buffer of `len` bytes for the host to fill (a request). A zero-length request still gets
+/// a valid address; null means the guest cannot hold that many bytes (the host reports it).
 #[no_mangle]
 pub extern "C" fn medallion_alloc(len: u32) -> *mut u8 {
-    let layout = Layout::from_size_align(len.max(1) as usize, 1).expect("a byte layout");
+    let Ok(layout) = Layout::from_size_align(len.max(1) as usize, 1) else {
+        return std::ptr::null_mut();
+    };
     // SAFETY: the layout has a non-zero size.
     unsafe { alloc(layout) }
 }
@@ -82,8 +84,13 @@ pub extern "C" fn medallion_alloc(len: u32) -> *mut u8 {
 /// `ptr` and `len` must be one such buffer, freed once.
 #[no_mangle]
 pub unsafe extern "C" fn medallion_free(ptr: *mut u8, len: u32) {
-    let layout = Layout::from_size_align(len.max(1) as usize, 1).expect("a byte layout");
-    dealloc(ptr, layout);
+    // A buffer from medallion_alloc always had a valid layout; anything else is not ours.
+    if let (false, Ok(layout)) = (
+        ptr.is_null(),
+        Layout::from_size_align(len.max(1) as usize, 1),
+    ) {
+        dealloc(ptr, layout);
+    }
 }
 
 /// Handles one request (JSON, in a buffer from [`medallion_alloc`] that the guest now owns)
@@ -98,6 +105,10 @@ pub unsafe extern "C" fn medallion_call(ptr: *mut u8, len: u32) -> u64 {
     let answer = crate::request::handle(&request);
     let len = answer.len() as u32;
     let out = medallion_alloc(len);
+    if out.is_null() {
+        // The host reads a null address with a length as "the answer did not fit".
+        return len as u64;
+    }
     std::ptr::copy_nonoverlapping(answer.as_ptr(), out, answer.len());
     ((out as u32 as u64) << 32) | len as u64
 }

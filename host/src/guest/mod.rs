@@ -320,9 +320,19 @@ impl Guest {
         let len = u32::try_from(request.len())
             .map_err(|_| wasmtime::Error::msg("the request is larger than 4 GiB"))?;
         let ptr = alloc.call(&mut *store, len)?;
+        if ptr == 0 {
+            return Err(wasmtime::Error::msg(format!(
+                "the guest could not allocate {len} bytes for the request"
+            )));
+        }
         memory.write(&mut *store, ptr as usize, request)?;
         let packed = call.call(&mut *store, (ptr, len))?;
         let (out, out_len) = ((packed >> 32) as u32, packed as u32);
+        if out == 0 {
+            return Err(wasmtime::Error::msg(format!(
+                "the guest could not allocate {out_len} bytes for its answer"
+            )));
+        }
         let mut answer = vec![0u8; out_len as usize];
         memory.read(&*store, out as usize, &mut answer)?;
         free.call(&mut *store, (out, out_len))?;
