@@ -49,6 +49,9 @@ trap 'rm -rf "$work"' EXIT
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 --more >>"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$VENV/bin/python" tests/delta_readers.py "$bin" "$work/lake"
 
+step "Delta corpus: Medallion reads tables deltalake wrote (checkpoints, partitions, vacuum) like deltalake and DuckDB, from disk and over HTTP"
+"$VENV/bin/python" tests/delta_corpus.py "$bin"
+
 step "Retail pipeline against an independent implementation: DuckDB from the same sources, row for row"
 "$VENV/bin/python" tests/retail_reference.py "$bin" "$work/reference"
 
