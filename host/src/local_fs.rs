@@ -1,7 +1,10 @@
 //! The core's [`Storage`] over the local file system, for the native CLI and tests.
 //! Locations are absolute paths. Writes go to a temporary file first, so readers never see
 //! half a file; put-if-absent publishes with `link(2)`, which fails if the name exists —
-//! atomic on every POSIX file system.
+//! atomic on every POSIX file system. Each step is made durable before the next: the temporary
+//! file is synced before it is published, and a folder is synced after a name in it is
+//! created (a new folder, a renamed or linked file), so that a committed log entry survives a
+//! power loss.
 
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -49,7 +52,7 @@ fn write_temp(location: &str, bytes: &[u8]) -> Result<std::path::PathBuf> {
         range: None,
         message: "has no parent folder".into(),
     })?;
-    fs::create_dir_all(dir).map_err(|e| io_err(location, None, e))?;
+    create_dirs(dir).map_err(|e| io_err(location, None, e))?;
     let name = path
         .file_name()
         .and_then(|n| n.to_str())
@@ -64,6 +67,63 @@ fn write_temp(location: &str, bytes: &[u8]) -> Result<std::path::PathBuf> {
         .and_then(|_| f.sync_all())
         .map_err(|e| io_err(location, None, e))?;
     Ok(tmp)
+}
+
+/// Creates `dir` and its missing parents, syncing the parent of each folder created.
+fn create_dirs(dir: &Path) -> std::io::Result<()> {
+    let mut missing = Vec::new();
+    let mut next = Some(dir);
+    while let Some(d) = next {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d);
+        next = d.parent();
+    }
+    for d in missing.into_iter().rev() {
+        match fs::create_dir(d) {
+            Ok(()) => {}
+            // Another writer made it first; it syncs its parent.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(parent) = d.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes the names in a folder durable (the entries, not the files' contents).
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    let dir = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Folders cannot be opened for syncing here; their entries are as durable as the OS makes
+/// them.
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// A failed sync of the folder `location` was published in.
+fn sync_err(location: &str, e: std::io::Error) -> Error {
+    Error::Io {
+        location: location.to_string(),
+        range: None,
+        message: format!("written, but its folder could not be synced: {e}"),
+    }
+}
+
+/// The folder `location` is in.
+fn parent_of(location: &str) -> &Path {
+    Path::new(location).parent().unwrap_or(Path::new("."))
 }
 
 static TEMP_COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
@@ -146,7 +206,8 @@ impl Storage for LocalFs {
         fs::rename(&tmp, location).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             io_err(location, None, e)
-        })
+        })?;
+        sync_dir(parent_of(location)).map_err(|e| sync_err(location, e))
     }
 
     async fn put_if_absent(&self, location: &str, bytes: Bytes) -> Result<()> {
@@ -154,7 +215,15 @@ impl Storage for LocalFs {
         let linked = fs::hard_link(&tmp, location);
         let _ = fs::remove_file(&tmp);
         match linked {
-            Ok(()) => Ok(()),
+            Ok(()) => match sync_dir(parent_of(location)) {
+                Ok(()) => Ok(()),
+                // Not durable, so not committed: withdraw it rather than answer an error for
+                // an entry that stays (its data files would then be removed under it).
+                Err(e) => {
+                    let _ = fs::remove_file(location);
+                    Err(sync_err(location, e))
+                }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
                 location: location.to_string(),
             }),
@@ -178,4 +247,52 @@ pub fn absolute(path: &str) -> std::io::Result<String> {
     }
     let p = std::path::absolute(path)?;
     Ok(p.to_string_lossy().trim_end_matches('/').to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writes_into_new_nested_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = dir.path().join("lake/silver/orders");
+        let data = table.join("part-0.parquet");
+        let log = table.join("_delta_log/00000000000000000000.json");
+        let (data, log) = (data.to_str().unwrap(), log.to_str().unwrap());
+
+        LocalFs.put(data, Bytes::from_static(b"a")).await.unwrap();
+        LocalFs.put(data, Bytes::from_static(b"b")).await.unwrap();
+        assert_eq!(std::fs::read(data).unwrap(), b"b");
+        LocalFs
+            .put_if_absent(log, Bytes::from_static(b"{}"))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(log).unwrap(), b"{}");
+
+        match LocalFs.put_if_absent(log, Bytes::from_static(b"x")).await {
+            Err(Error::AlreadyExists { location }) => assert_eq!(location, log),
+            other => panic!("expected AlreadyExists, got {other:?}"),
+        }
+        assert_eq!(std::fs::read(log).unwrap(), b"{}");
+        // No temporary file is left behind.
+        let names: Vec<_> = std::fs::read_dir(table.join("_delta_log"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names.len(), 1, "{names:?}");
+    }
+
+    #[tokio::test]
+    async fn a_file_where_a_folder_should_be_names_the_location() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("lake"), b"").unwrap();
+        let location = dir.path().join("lake/t/part-0.parquet");
+        let location = location.to_str().unwrap();
+        let err = LocalFs
+            .put(location, Bytes::from_static(b"a"))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(location), "{err}");
+    }
 }
