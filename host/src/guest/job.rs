@@ -6,7 +6,9 @@
 //! to `instances` at a time. An instance stages its table (writes data files, not the log)
 //! and answers the staged version as plain data; the next level's instances read those
 //! staged files. When every table is staged, the host commits them all, as the in-process
-//! run does. A failure anywhere removes every staged file, and no table changes.
+//! run does. A failure anywhere removes every staged file, and no table changes. Each answer
+//! is checked against the grants first ([`staged_check`]): one that names a path outside
+//! them fails the run, and the host writes and removes nothing outside the grants.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -16,6 +18,7 @@ use std::time::Instant;
 use medallion_core::arrow::array::RecordBatch;
 use medallion_core::arrow::datatypes::SchemaRef;
 use medallion_core::arrow::ipc::reader::StreamReader;
+use medallion_core::clock::Clock;
 use medallion_core::dag::{self, Dag};
 use medallion_core::pipeline::{self, RunOptions, StagedCommit, TableState};
 use medallion_core::report::{RunReport, StageTime, TableReport};
@@ -24,7 +27,8 @@ use medallion_core::storage::{is_url, join, IoCounts, Storage};
 use serde_json::json;
 
 use super::grants::{Access, Grants};
-use super::{Context, Guest, GuestError};
+use super::{staged_check, Context, Guest, GuestError};
+use crate::SystemClock;
 
 /// What a pipeline job may touch: the lake (read-write) and the files its bronze sources
 /// can match (read).
@@ -80,6 +84,18 @@ pub fn run_pipeline(
         );
         let mut failure = None;
         for (table, result) in level.iter().zip(results) {
+            let result = result.and_then(|staged| {
+                match staged_check::check(&ctx.grants, &staged.commits) {
+                    Ok(()) => Ok(staged),
+                    Err(refused) => {
+                        // Its files inside the lake go with the rest of a failed run's.
+                        commits.extend(staged_check::inside_grants(&ctx.grants, staged.commits));
+                        Err(GuestError::Refused(format!(
+                            "building table `{table}`: {refused}"
+                        )))
+                    }
+                }
+            });
             match result {
                 Ok(staged) => {
                     commits.extend(staged.commits);
@@ -98,8 +114,11 @@ pub fn run_pipeline(
         }
         if let Some((_, e)) = failure {
             let staged = std::mem::take(&mut commits);
-            ctx.runtime
-                .block_on(pipeline::abort(ctx.storage.as_ref(), staged));
+            ctx.runtime.block_on(staged_check::discard(
+                ctx.storage.as_ref(),
+                &ctx.grants,
+                staged,
+            ));
             return Err(e);
         }
         report.stages.push(StageTime {
@@ -111,13 +130,12 @@ pub fn run_pipeline(
     (ctx.progress)(&json!({ "event": "committing", "tables": commits.len() }));
     let t = Instant::now();
     let storage = CommitStorage::new(ctx.storage.clone());
-    let committed = ctx
-        .runtime
-        .block_on(pipeline::commit(&storage, commits))
-        .map_err(|e| GuestError::Failed {
-            what: "committing".into(),
-            message: e.to_string(),
-        })?;
+    let committed = ctx.runtime.block_on(staged_check::commit(
+        &storage,
+        &ctx.grants,
+        commits,
+        SystemClock::new().now_ms(),
+    ))?;
     report.stages.push(StageTime {
         stage: "commit".into(),
         ms: t.elapsed().as_secs_f64() * 1000.0,

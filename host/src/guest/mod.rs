@@ -11,11 +11,14 @@
 //! - [`wasi`]: the handful of WASI calls the guest's standard library makes.
 //! - [`grants`]: what a job may read and write.
 //! - [`job`]: a pipeline run across parallel instances, and a query in one.
+//! - [`staged_check`]: what a guest staged, checked against the grants before the host
+//!   commits or removes any of it.
 
 pub mod abi;
 pub mod cache;
 pub mod grants;
 pub mod job;
+pub mod staged_check;
 pub mod wasi;
 
 use std::path::PathBuf;
