@@ -6,6 +6,8 @@
 //!   index is served from the same bytes when it lies inside them.
 //! - Parsed footers are cached per (location, size, ETag), so planning and executing a query,
 //!   or querying a file again, read the footer once.
+//! - A footer whose row count disagrees with its row groups' takes theirs: a file is read by
+//!   its row groups, as pyarrow and DuckDB read it, never as empty.
 //! - The column chunks a row group needs are coalesced when the gap between them is at most
 //!   [`ReadSettings::coalesce_gap`], and up to [`ReadSettings::max_in_flight`] requests run at
 //!   once.
@@ -21,7 +23,7 @@ use datafusion::parquet::arrow::arrow_reader::ArrowReaderOptions;
 use datafusion::parquet::arrow::async_reader::{AsyncFileReader, MetadataFetch};
 use datafusion::parquet::errors::ParquetError;
 use datafusion::parquet::file::metadata::{
-    PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader,
+    FileMetaData, PageIndexPolicy, ParquetMetaData, ParquetMetaDataBuilder, ParquetMetaDataReader,
 };
 use datafusion::physical_plan::metrics::ExecutionPlanMetricsSet;
 use futures::future::{BoxFuture, FutureExt};
@@ -263,11 +265,41 @@ pub async fn load_metadata(
             format!("unreadable Parquet footer: {}", unwrap_external(e)),
         )
     })?;
-    let parsed = Arc::new(parsed);
+    let parsed = Arc::new(counted_by_row_groups(parsed));
     reading
         .cache
         .put(location, size, meta.etag.clone(), parsed.clone());
     Ok((parsed, meta))
+}
+
+/// The footer with its row count replaced by the sum of its row groups' when the two disagree.
+///
+/// Some writers (parquet-rs 0.3 among them) left the footer's count at 0. pyarrow and DuckDB
+/// read such a file by its row groups; the parquet crate caps its batch size at the footer's
+/// count, so it would read the file as empty, and DataFusion would take that count as exact.
+fn counted_by_row_groups(meta: ParquetMetaData) -> ParquetMetaData {
+    let rows = meta
+        .row_groups()
+        .iter()
+        .fold(0i64, |sum, rg| sum.saturating_add(rg.num_rows()));
+    let file = meta.file_metadata();
+    if file.num_rows() == rows {
+        return meta;
+    }
+    let file = FileMetaData::new(
+        file.version(),
+        rows,
+        file.created_by().map(str::to_string),
+        file.key_value_metadata().cloned(),
+        file.schema_descr_ptr(),
+        file.column_orders().cloned(),
+    );
+    let mut old = meta.into_builder();
+    ParquetMetaDataBuilder::new(file)
+        .set_row_groups(old.take_row_groups())
+        .set_column_index(old.take_column_index())
+        .set_offset_index(old.take_offset_index())
+        .build()
 }
 
 fn unwrap_external(e: ParquetError) -> String {
@@ -556,6 +588,79 @@ mod tests {
             vec![0..30, 100..110]
         );
         assert_eq!(coalesce_ranges(&[0..5, 5..5], 0), vec![0..5]);
+    }
+
+    /// Three rows in one row group, with a footer that says the file has none (as
+    /// parquet-rs 0.3 wrote `repeated_no_annotation.parquet` of apache/parquet-testing).
+    fn file_whose_footer_counts_no_rows() -> Bytes {
+        use datafusion::arrow::array::{ArrayRef, Int32Array, RecordBatch};
+        use datafusion::parquet::arrow::ArrowWriter;
+        let x: ArrayRef = Arc::new(Int32Array::from(vec![7, 8, 9]));
+        let batch = RecordBatch::try_from_iter([("x", x)]).unwrap();
+        let mut writer = ArrowWriter::try_new(Vec::new(), batch.schema(), None).unwrap();
+        writer.write(&batch).unwrap();
+        let mut bytes = writer.into_inner().unwrap();
+        // The footer's num_rows is Thrift field 3 (i64) of FileMetaData, after the schema:
+        // compact-protocol header 0x16, then zigzag(3) = 0x06. Zero is 0x00, the same length.
+        let n = bytes.len();
+        let footer_len = u32::from_le_bytes(bytes[n - 8..n - 4].try_into().unwrap()) as usize;
+        let footer = n - 8 - footer_len..n - 8;
+        let at = bytes[footer.clone()]
+            .windows(2)
+            .position(|w| w == [0x16, 0x06])
+            .unwrap();
+        bytes[footer.start + at + 1] = 0x00;
+        let bytes = Bytes::from(bytes);
+        let meta = ParquetMetaDataReader::new()
+            .parse_and_finish(&bytes)
+            .unwrap();
+        assert_eq!(
+            meta.file_metadata().num_rows(),
+            0,
+            "patched the footer's count"
+        );
+        assert_eq!(
+            meta.row_group(0).num_rows(),
+            3,
+            "left the row group's count"
+        );
+        bytes
+    }
+
+    #[test]
+    fn a_footer_count_that_disagrees_with_the_row_groups_is_replaced_by_theirs() {
+        futures::executor::block_on(async {
+            let mem = crate::storage::MemoryStorage::new();
+            mem.put("/zero.parquet", file_whose_footer_counts_no_rows())
+                .await
+                .unwrap();
+            let storage: Arc<dyn Storage> = Arc::new(mem);
+            let (meta, _) =
+                load_metadata(&storage, "/zero.parquet", None, &ParquetReading::default())
+                    .await
+                    .unwrap();
+            assert_eq!(meta.file_metadata().num_rows(), 3);
+
+            let ctx = crate::query::new_context(Default::default());
+            crate::query::register_location(&ctx, &storage, "t", "/zero.parquet")
+                .await
+                .unwrap();
+            let rows = |sql: &'static str| {
+                let ctx = ctx.clone();
+                async move {
+                    let (_, batches) = crate::query::collect_sql(&ctx, "test", sql).await.unwrap();
+                    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+                        .unwrap()
+                        .to_string()
+                }
+            };
+            assert!(rows("SELECT count(*) AS n FROM t").await.contains("| 3 |"));
+            let all = rows("SELECT x FROM t").await;
+            assert!(
+                ["| 7 |", "| 8 |", "| 9 |"].iter().all(|v| all.contains(v)),
+                "{all}"
+            );
+        });
     }
 
     #[test]
