@@ -31,34 +31,29 @@ the run's wall-clock window).
 
 Compared after each of runs 1-3: every bronze, silver and gold table, read with DuckDB's
 `delta_scan` (the latest version) or `deltalake` (time travel to an earlier run's version);
-every quarantine (file, line and kind of error of rescued source lines, the raw text of lines
-that are not JSON; the rows dropped by silver with their values before the casts and the
-reason); the run report's counters (rows in and out, dropped, quarantined, deduplicated,
-violations per expectation). Values are compared exactly: integers and decimals by value,
-doubles bit for bit, timestamps to the microsecond; gold also in row order (each gold query
-orders by a unique key). No float tolerance is needed: the engines compute `amount` with the
-same single multiplication, and the only sums whose order differs (gold's sum(amount), added
-in parallel by both) are rounded to cents before they are written. (customer_segments does
-compare an unrounded sum with 500; a customer whose cents add up to exactly 500.00 could land
-on either side of it, in either engine. The demo's data has none.)
+every quarantine (bronze: file, line and kind of error of rescued source lines, the raw text of
+lines that are not JSON; silver: exactly the rows the table's latest build set aside, with their
+values before the casts and the reason); the run report's counters (rows in and out, dropped,
+quarantined, deduplicated, violations per expectation). Values are compared exactly: integers
+and decimals by value, doubles bit for bit, timestamps to the microsecond; gold also in row
+order (each gold query orders by a unique key). No float tolerance is needed: the engines
+compute `amount` with the same single multiplication, and the only sums whose order differs
+(gold's sum(amount), added in parallel by both) are rounded to cents before they are written.
+(customer_segments does compare an unrounded sum with 500; a customer whose cents add up to
+exactly 500.00 could land on either side of it, in either engine. The demo's data has none.)
 
-Known Medallion bugs this test finds (it fails on them until they are fixed):
-  - NULL expectation results are not violations (core/src/quality.rs, `clean`): `or(not(passed),
-    is_null(passed))` uses Arrow's null-propagating `or`, so a row whose condition is NULL gets
-    a NULL "violated" slot. `true_count()` skips it: warn/drop/fail counts leave it out, a batch
-    whose only violations are NULLs is skipped (`count == 0`), so such a row is neither dropped
-    nor fails the run; in a batch with another violation the row is dropped after all (through
-    the value bit under the NULL). Here: positive_quantity, known_event_type and
-    non_negative_stock counts, the NULL on_hand row kept, run 4 reporting 1 failing row for 2.
-  - JSON doubles are read through serde_json without its `float_roundtrip` feature
-    (core/src/source.rs, `parse_ndjson`), which is not correctly rounded: 989.9951327998887
-    reads as 989.9951327998888 (about 1 in 10 doubles written in their shortest form).
-  - A JSON number with a fraction in an integer column is truncated (2.5 reads as 2; arrow-json
-    falls back to parsing a float and `NumCast`s it) instead of sending the line to quarantine
-    as the spec says; the same number as a string ("2.5") is quarantined.
-Recorded as Medallion's current behaviour (not a difference between engines): each rebuild of a
-silver table appends every row it drops to the table's quarantine, so a row still bad in the
-next run is there twice, with nothing that tells the copies apart.
+Medallion bugs this test found, fixed since (it fails again if one comes back):
+  - a NULL expectation result was not a violation (core/src/quality.rs, `clean`: Arrow's
+    null-propagating `or` left the row's "violated" slot NULL, so warn/drop/fail counts left it
+    out and a batch whose only violations were NULLs was skipped);
+  - JSON doubles were read without serde_json's `float_roundtrip` (989.9951327998887 read as
+    989.9951327998888);
+  - a JSON number with a fraction in a declared integer column was truncated (2.5 read as 2);
+    the line now goes to quarantine, "column `quantity`: 2.5 is not an integer (Int64)";
+  - each rebuild of a silver table appended every row it dropped to the table's quarantine, so
+    a row still bad in the next run was there twice; the quarantine is now replaced on every
+    rebuild and holds exactly the rows the latest build set aside (bronze quarantines still
+    append: each run's new source lines).
 
 Exits non-zero, naming each differing table with its differing rows.
 """
@@ -173,7 +168,7 @@ class Reference:
         self.files = files
         self.con = duckdb.connect()
         self.con.execute("SET TimeZone = 'UTC'")
-        self.quarantine = {}  # table -> rows (dicts) a run appends to its quarantine
+        self.quarantine = {}  # table -> rows a build sets aside (bronze: rescued lines as dicts)
         self.counters = {}  # silver table -> counters of the run report
         self.file_rows = {}  # (bronze table, source file) -> rows read from the file
         self.tmp = 0
@@ -201,7 +196,11 @@ class Reference:
             if fmt == "csv":
                 part, bad = self.csv_file(location, declared, src.get("csv", {}))
             elif fmt == "ndjson":
-                part, bad = self.ndjson_file(location, declared)
+                # Medallion: the declared schema's columns are in the order of `columns`, else
+                # sorted by name (spec.rs, `declared_schema`: the schema is a BTreeMap).
+                order = src.get("columns") or sorted(declared)
+                ordered = {c: declared[c] for c in order} if declared else {}
+                part, bad = self.ndjson_file(location, ordered)
             else:
                 # Medallion: Parquet is read as it is; a declared schema does not apply to it.
                 part, bad = f"SELECT * FROM read_parquet({lit(location)})", []
@@ -319,7 +318,9 @@ class Reference:
         1, blank ones skipped after trimming whitespace); a line that is not JSON, or JSON but
         not an object, is rescued; with a declared schema, keys outside it are ignored and
         missing keys are NULL; without one, the types are inferred per file (below); a value
-        of the wrong type rescues its line.
+        of the wrong type rescues its line. A number written with a fraction or an exponent
+        (2.5, 7.0, 1e3) in a declared integer column rescues its line before anything else is
+        decoded (`non_integral`), naming the first such column of the declared schema.
         """
         lines = self.fresh("lines")
         # Medallion trims with Rust's `str::trim` (Unicode whitespace); these are the ASCII ones.
@@ -368,32 +369,41 @@ class Reference:
                 value = from_text(text, typ)
                 ok = f"{jt} IN ('UBIGINT', 'BIGINT', 'DOUBLE', 'VARCHAR') AND {value} IS NOT NULL"
             elif typ in INTEGER_TYPES:
-                # Integers, numbers with an integral value (5.0, 1e3), and strings of digits.
-                # The spec: "a value that does not fit its type sends the line to quarantine",
-                # so 2.5 is not a bigint. (Medallion truncates it: see the module doc.)
-                number = f"TRY_CAST({text} AS DOUBLE)"
-                value = (f"CASE WHEN {jt} = 'DOUBLE' THEN CASE WHEN {number} = trunc({number}) "
-                         f"THEN TRY_CAST({number} AS {typ}) END ELSE {from_text(text, typ)} END")
-                ok = f"{jt} IN ('UBIGINT', 'BIGINT', 'DOUBLE', 'VARCHAR') AND ({value}) IS NOT NULL"
+                # Integers and strings of digits. A number with a fraction or an exponent, even
+                # of an integral value (7.0, 1e3), is not an integer: its line is rescued (below,
+                # `not_integer`), as its text ("7.0") would be. (Not covered: `-0`, an integer
+                # literal DuckDB reads as 0, which serde_json reads as the float -0.0, so
+                # Medallion rescues it as "-0.0 is not an integer"; the edge day has none.)
+                value = f"CASE WHEN {jt} <> 'DOUBLE' THEN {from_text(text, typ)} END"
+                ok = f"{jt} IN ('UBIGINT', 'BIGINT', 'VARCHAR') AND ({value}) IS NOT NULL"
             else:
                 # Dates and timestamps come as strings in the extracts.
                 value = from_text(text, typ)
                 ok = f"{jt} = 'VARCHAR' AND {value} IS NOT NULL"
             values.append(f"({value})::{typ} AS {q(col)}")
             fits.append(f"({jt} IS NULL OR {jt} = 'NULL' OR ({ok}))")
+        # Medallion (source.rs, `non_integral`): with a declared schema, the first integer
+        # column, in the schema's order, holding a JSON number that is not an integer literal.
+        not_integer = " ".join(
+            f"WHEN json_type(j, {lit('$.' + json_key(col))}) = 'DOUBLE' THEN {lit(col)}"
+            for col, typ in declared.items() if typ in INTEGER_TYPES
+        )
+        not_integer = f"CASE {not_integer} END" if not_integer else "NULL"
         decoded = self.fresh("decoded")
         self.con.execute(
-            f"CREATE TEMP TABLE {decoded} AS SELECT __line, j, {' AND '.join(fits)} AS __fits, "
-            f"{', '.join(values)} FROM {objects}"
+            f"CREATE TEMP TABLE {decoded} AS SELECT __line, j, {not_integer} AS __not_integer, "
+            f"{' AND '.join(fits)} AS __fits, {', '.join(values)} FROM {objects}"
         )
         rescued += [
-            dict(_source_file=location, _line=line, kind="decode", raw=None)
-            for (line,) in self.con.execute(
-                f"SELECT __line FROM {decoded} WHERE NOT __fits ORDER BY __line"
+            dict(_source_file=location, _line=line,
+                 kind="decode" if col is None else f"not an integer {col}", raw=None)
+            for line, col in self.con.execute(
+                f"SELECT __line, __not_integer FROM {decoded} "
+                f"WHERE __not_integer IS NOT NULL OR NOT __fits ORDER BY __line"
             ).fetchall()
         ]
         cols = ", ".join(q(c) for c in schema)
-        return f"SELECT {cols} FROM {decoded} WHERE __fits", rescued
+        return f"SELECT {cols} FROM {decoded} WHERE __not_integer IS NULL AND __fits", rescued
 
     def infer_json_schema(self, objects, location):
         """Arrow's JSON schema inference (`infer_json_schema_from_iterator`) for flat objects:
@@ -668,8 +678,14 @@ def write_edge_day(data):
         # A double as Python, JavaScript and Rust write it (the shortest text that reads back
         # as the same double): it must read back as that double.
         item(900004, 2, 2, 1, 989.9951327998887),
-        # 2.5 is not a bigint: the line goes to quarantine.
+        # 2.5 is not a bigint: the line goes to quarantine, and so do 7.0 and 1e3 (integral
+        # values, not integers).
         item(900008, 2, 2, 2.5, 4.0),
+        item(900008, 3, 2, 7.0, 4.0),
+        item(900008, 4, 2, 1, 4.0).replace('"quantity":1,', '"quantity":1e3,'),
+        # Two integer columns with fractions: the reason names the first in the declared
+        # schema's order (line_no, not order_id, which comes first in the TOML).
+        item(900010.0, 1.5, 2, 1, 4.0),
     ]) + "\n")
     (data / "order_items" / "order_items-9001-edge.ndjson").write_text(item(900001, 1, 1, 1, 10.0) + "\n")
 
@@ -849,6 +865,7 @@ def error_kind(message):
         (r"^not a JSON object", "not a JSON object"),
         (r"^expected \d+ fields", "field count"),
         (r"^column `(.*)`: cannot read", r"cannot read \1"),
+        (r"^column `(.*)`: \S+ is not an integer", r"not an integer \1"),
         (r"^cast of `(.*)` to", r"cast \1"),
         (r"^expectation `(.*)` violated", r"expectation \1"),
     ):
@@ -940,7 +957,6 @@ def main():
     lake = Lake(lake_dir)
     cmp = Comparison()
     clock = ingestion_clock(lake, spec, runs, cmp)
-    silver_quarantine = {name: [] for name in spec.get("silver", {})}
     for n, r in enumerate(runs):
         started = time.time()
         try:
@@ -951,13 +967,7 @@ def main():
         new_files = {
             name: set(fs) - (set(runs[n - 1]["files"][name]) if n else set()) for name, fs in r["files"].items()
         }
-        rebuilt = {t["table"] for t in r["report"]["tables"] if t.get("version") is not None}
-        for name in silver_quarantine:
-            # Medallion: a rebuilt silver table appends the rows it drops to its quarantine
-            # (see the note in `compare_run`), so the quarantine holds every rebuild's drops.
-            if name in rebuilt and ref.quarantine[name].num_rows:
-                silver_quarantine[name].append(ref.quarantine[name])
-        compare_run(cmp, r["label"], spec, ref, lake, r["versions"], r["report"], new_files, silver_quarantine)
+        compare_run(cmp, r["label"], spec, ref, lake, r["versions"], r["report"], new_files)
 
     # Run 4: a `fail` expectation is violated. Medallion must stop, name the table, the
     # expectation and the count, and leave every table as it was; the reference must predict it.
@@ -991,7 +1001,7 @@ def main():
     print(f"every table equal to the reference ({took:.1f} s)")
 
 
-def compare_run(cmp, label, spec, ref, lake, versions, report, new_files, silver_quarantine):
+def compare_run(cmp, label, spec, ref, lake, versions, report, new_files):
     by_table = {t["table"]: t for t in report["tables"]}
     for layer in ("bronze", "silver", "gold"):
         for name in spec.get(layer, {}):
@@ -1038,13 +1048,13 @@ def compare_run(cmp, label, spec, ref, lake, versions, report, new_files, silver
             cmp.values(f"{label}: quarantine/{name} raw text of non-JSON lines",
                        f"{len(got)} lines" if got == want else sorted(got ^ want)[:SHOWN_DIFFERENCES],
                        f"{len(want)} lines")
-    # Silver: the rows each rebuild dropped, with their values before the casts and the reason.
-    # Note: Medallion appends them on every rebuild, though the table itself is overwritten: a
-    # row still bad in the second run is in the quarantine twice, with nothing telling the two
-    # copies apart (the rows carry no run id or time).
-    for name, parts in silver_quarantine.items():
+    # Silver: a rebuild replaces the quarantine with the rows it sets aside (with their values
+    # before the casts and the reason), so it holds exactly the rows the latest build set
+    # aside: the reference's, whether this run rebuilt the table or not (then the inputs are
+    # those of the build that did). Nothing set aside: no quarantine table, or an empty one.
+    for name in spec.get("silver", {}):
         medallion = lake.read("quarantine", name, versions)
-        want = pa.concat_tables(parts) if parts else None
+        want = ref.quarantine[name]
         if medallion is not None:
             reasons = [error_kind(e) for e in medallion.column("_quarantine_reason").to_pylist()]
             medallion = medallion.set_column(
