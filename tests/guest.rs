@@ -53,6 +53,7 @@ async fn run_in_guest(
         base: base.to_string_lossy().into_owned(),
         run_id: medallion_host::new_run_id(),
         engine: EngineOptions::default(),
+        max_files_per_table: None,
     };
     let ctx = context(job::pipeline_grants(&spec, &opts), limits);
     tokio::task::spawn_blocking(move || job::run_pipeline(guest(), &ctx, &text, &spec, &opts, 4))

@@ -2,6 +2,7 @@
 //! quarantine, incremental runs, commit conflicts, and that a failed run changes nothing.
 
 use medallion_core::delta::{DataFile, Snapshot, TableWrite, WriteMode};
+use medallion_core::pipeline::{self, StagedCommit};
 use medallion_core::Error;
 use medallion_tests::{data_files, rows, run_spec, storage, versions, write};
 
@@ -236,23 +237,29 @@ async fn concurrent_writers_conflict() {
         now_ms: 0,
         commit_info: Default::default(),
         configuration: Default::default(),
+        partition_by: vec![],
+        txn: None,
     };
-    write("a")
-        .prepare(s.as_ref(), None)
-        .await
-        .unwrap()
-        .commit(s.as_ref())
-        .await
-        .unwrap();
+    // Through pipeline::commit, the path every run takes.
+    let commit = |request: medallion_core::delta::CommitRequest, base: Option<u64>| {
+        let s = s.clone();
+        async move {
+            let staged = StagedCommit::new("t", false, &request, base);
+            pipeline::commit(s.as_ref(), vec![staged], 0).await
+        }
+    };
+    let v0 = write("a").prepare(s.as_ref(), None).await.unwrap();
+    commit(v0, None).await.unwrap();
     let base = Snapshot::load(s.as_ref(), &location).await.unwrap();
     let first = write("b").prepare(s.as_ref(), Some(&base)).await.unwrap();
     let second = write("c").prepare(s.as_ref(), Some(&base)).await.unwrap();
-    assert_eq!(first.commit(s.as_ref()).await.unwrap(), 1);
-    let err = second.commit(s.as_ref()).await.unwrap_err();
+    assert_eq!(commit(first, Some(0)).await.unwrap()[0].version, 1);
+    let err = commit(second, Some(0)).await.unwrap_err();
     assert!(
         matches!(err, Error::CommitConflict { version: 1, .. }),
         "{err}"
     );
+    assert!(err.changed_nothing(), "{err}");
     assert_eq!(
         rows(&table, "SELECT count(*) FROM t").await,
         vec!["4"],

@@ -33,6 +33,7 @@ pub async fn run_spec(
             target_partitions: partitions,
             ..Default::default()
         },
+        max_files_per_table: None,
     };
     run(&spec, storage(), &SystemClock::new(), &opts, &|_| {}).await
 }

@@ -46,6 +46,27 @@ pub enum Error {
     )]
     CommitConflict { table: String, version: u64 },
 
+    #[error(
+        "table `{table}`: the outcome of committing version {version} is not certain: {message}. \
+         Its data files were kept, since the log may reference them; the next run reads the log \
+         and carries on from whatever version is there"
+    )]
+    CommitUncertain {
+        table: String,
+        version: u64,
+        message: String,
+    },
+
+    /// A run that committed some tables before one failed: which did, which did not.
+    #[error("{source}\n{}", fmt_partial(.committed, .not_committed))]
+    PartialCommit {
+        /// `(table, version)` pairs that are committed.
+        committed: Vec<(String, u64)>,
+        /// Tables whose new version was not committed (or is uncertain, see `source`).
+        not_committed: Vec<String>,
+        source: Box<Error>,
+    },
+
     #[error("Delta table {location}: {message}")]
     Delta { location: String, message: String },
 
@@ -69,6 +90,39 @@ pub enum Error {
         #[source]
         source: datafusion::parquet::errors::ParquetError,
     },
+}
+
+fn fmt_partial(committed: &[(String, u64)], not_committed: &[String]) -> String {
+    let done: Vec<String> = committed
+        .iter()
+        .map(|(t, v)| format!("{t} at version {v}"))
+        .collect();
+    format!(
+        "committed before the failure: {}; not committed: {}. The next run rebuilds what is stale.",
+        if done.is_empty() {
+            "none".to_string()
+        } else {
+            done.join(", ")
+        },
+        if not_committed.is_empty() {
+            "none".to_string()
+        } else {
+            not_committed.join(", ")
+        }
+    )
+}
+
+impl Error {
+    /// Whether a failed run changed no table (nothing committed, nothing uncertain).
+    pub fn changed_nothing(&self) -> bool {
+        match self {
+            Error::PartialCommit {
+                committed, source, ..
+            } => committed.is_empty() && source.changed_nothing(),
+            Error::CommitUncertain { .. } => false,
+            _ => true,
+        }
+    }
 }
 
 fn fmt_range(range: &Option<Range<u64>>) -> String {

@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::dag::{self, Dag};
-use crate::delta::{CommitRequest, DataFile, Snapshot, TableWrite, WriteMode};
+use crate::delta::{CommitRequest, DataFile, LiveFile, Snapshot, TableWrite, WriteMode};
 use crate::error::{Context, Error, Result};
 use crate::quality;
 use crate::query::{self, EngineOptions, ParquetFilesTable};
@@ -31,7 +31,8 @@ use crate::spec::{Layer, PipelineSpec};
 use crate::storage::{join, CountingStorage, IoCounts, IoStats, Storage};
 use serde::{Deserialize, Serialize};
 
-/// The tag on a bronze data file's `add` naming the source file it came from.
+/// The tag on a bronze data file's `add` naming the source file it came from (several, one
+/// per line, once `optimize` has merged files).
 pub const SOURCE_TAG: &str = "medallion.source";
 /// The `metaData.configuration` key holding a hash of a silver/gold table's definition.
 pub const SPEC_HASH_KEY: &str = "medallion.specHash";
@@ -43,9 +44,19 @@ pub struct RunOptions {
     pub lake: String,
     /// The folder relative source paths start from (the spec's folder).
     pub base: String,
-    /// Unique per run; part of every data file name.
+    /// Unique per run; recorded in each commit's `commitInfo`.
     pub run_id: String,
     pub engine: EngineOptions,
+    /// At most this many new source files per bronze table in one run (oldest names first);
+    /// the rest wait for the next run. Bounds a micro-batch when a burst of files arrives.
+    #[serde(default)]
+    pub max_files_per_table: Option<usize>,
+}
+
+/// The `txn` application id under which a bronze table records its batches: each run that
+/// appends to it commits `version` = the previous batch + 1, atomically with the data.
+pub fn batch_app_id(pipeline: &str, table: &str) -> String {
+    format!("medallion:{pipeline}:{table}")
 }
 
 /// What a run is doing, for progress displays.
@@ -136,7 +147,10 @@ pub async fn run(
         tables: staged.commits.len(),
     });
     let t = clock.monotonic_ms();
-    let committed = commit(storage.as_ref(), staged.commits).await?;
+    let committed = match commit(storage.as_ref(), staged.commits, clock.now_ms()).await {
+        Ok(c) => c,
+        Err(e) => return Err(e),
+    };
     report.stages.push(StageTime {
         stage: "commit".into(),
         ms: clock.monotonic_ms() - t,
@@ -164,6 +178,34 @@ pub struct StagedCommit {
     pub written: Vec<String>,
     /// Newline-delimited JSON actions of the log entry.
     pub log_entry: String,
+    /// Commits between checkpoints of the table (a checkpoint follows every Nth).
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval: u64,
+}
+
+impl StagedCommit {
+    /// The plain-data form of a prepared version of `table` built on `base_version`.
+    pub fn new(
+        table: &str,
+        quarantine: bool,
+        request: &CommitRequest,
+        base_version: Option<u64>,
+    ) -> Self {
+        StagedCommit {
+            table: table.to_string(),
+            quarantine,
+            location: request.location.clone(),
+            version: request.version,
+            base_version,
+            written: request.written.clone(),
+            log_entry: String::from_utf8_lossy(&request.log_entry).into_owned(),
+            checkpoint_interval: request.checkpoint_interval,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> u64 {
+    crate::delta::DEFAULT_CHECKPOINT_INTERVAL
 }
 
 /// What later tables of a run read of a table built (or found up to date) earlier: its
@@ -173,8 +215,11 @@ pub struct TableState {
     pub table: String,
     /// The schema as a Delta schema string (what the table's log would record).
     pub schema: String,
-    /// Live data files (location, size).
-    pub files: Vec<(String, u64)>,
+    /// Columns the table is partitioned by (their values are in each file's entry).
+    #[serde(default)]
+    pub partition_columns: Vec<String>,
+    /// Live data files.
+    pub files: Vec<LiveFile>,
     /// The version these files are (committed, or staged by this run).
     pub version: Option<u64>,
     /// Whether this run writes a new version of the table.
@@ -243,19 +288,17 @@ pub async fn stage(
     }
     let mut out = run.report;
     for s in run.staged {
-        out.commits.push(StagedCommit {
-            table: s.table,
-            quarantine: s.quarantine,
-            location: s.request.location.clone(),
-            version: s.request.version,
-            base_version: s.base_version,
-            written: s.request.written.clone(),
-            log_entry: String::from_utf8_lossy(&s.request.log_entry).into_owned(),
-        });
+        out.commits.push(StagedCommit::new(
+            &s.table,
+            s.quarantine,
+            &s.request,
+            s.base_version,
+        ));
     }
     for name in tables {
         let Some(Registered {
             schema,
+            partition_columns,
             files,
             version,
         }) = run.registered.get(name)
@@ -268,6 +311,7 @@ pub async fn stage(
                 table: name.clone(),
                 message,
             })?,
+            partition_columns: partition_columns.clone(),
             files: files.clone(),
             version: *version,
             changed: run.changed.contains(name),
@@ -278,15 +322,18 @@ pub async fn stage(
 }
 
 /// Checks that no table moved since it was staged, then publishes each staged version with
-/// one put-if-absent of its log entry. If any table moved, nothing is committed and every
-/// staged file is removed; if a commit fails midway, the rest are not made (and their files
-/// removed), the ones before stay.
-pub async fn commit(storage: &dyn Storage, staged: Vec<StagedCommit>) -> Result<Vec<Committed>> {
+/// one put-if-absent of its log entry ([`crate::delta::publish`]), and writes a checkpoint
+/// where one is due. If any table moved, nothing is committed and every staged file is
+/// removed ([`Error::CommitConflict`]). If a commit fails midway, the versions before it stay
+/// committed and the rest are not made; the error ([`Error::PartialCommit`]) names both. The
+/// data files of a commit whose outcome is uncertain are kept: the log may reference them.
+pub async fn commit(
+    storage: &dyn Storage,
+    staged: Vec<StagedCommit>,
+    now_ms: i64,
+) -> Result<Vec<Committed>> {
     for s in &staged {
-        let latest = crate::delta::commit_versions(storage, &s.location)
-            .await?
-            .last()
-            .copied();
+        let latest = crate::delta::latest_version(storage, &s.location).await?;
         if latest != s.base_version {
             let table = s.table.clone();
             let version = latest.unwrap_or(0);
@@ -294,24 +341,47 @@ pub async fn commit(storage: &dyn Storage, staged: Vec<StagedCommit>) -> Result<
             return Err(Error::CommitConflict { table, version });
         }
     }
-    let mut committed = Vec::with_capacity(staged.len());
+    let mut committed: Vec<Committed> = Vec::with_capacity(staged.len());
     let mut pending = staged.into_iter();
     while let Some(s) = pending.next() {
-        let log = crate::delta::commit_location(&s.location, s.version);
-        let result = storage
-            .put_if_absent(&log, bytes::Bytes::from(s.log_entry.clone()))
-            .await;
+        let result = crate::delta::publish(
+            storage,
+            &s.table,
+            &s.location,
+            s.version,
+            bytes::Bytes::from(s.log_entry.clone()),
+        )
+        .await;
         if let Err(e) = result {
-            let rest: Vec<StagedCommit> = std::iter::once(s.clone()).chain(pending).collect();
+            let rest: Vec<StagedCommit> = pending.collect();
+            let mut not_committed = vec![s.table.clone()];
+            not_committed.extend(rest.iter().map(|r| r.table.clone()));
+            // Only a conflict proves this version's files unreferenced.
+            if matches!(e, Error::CommitConflict { .. }) {
+                abort(storage, vec![s]).await;
+            }
             abort(storage, rest).await;
-            return Err(match e {
-                Error::AlreadyExists { .. } => Error::CommitConflict {
-                    table: s.table,
-                    version: s.version,
-                },
-                other => other,
+            if committed.is_empty() && e.changed_nothing() {
+                return Err(e);
+            }
+            return Err(Error::PartialCommit {
+                committed: committed
+                    .iter()
+                    .map(|c| (c.display_name(), c.version))
+                    .collect(),
+                not_committed,
+                source: Box::new(e),
             });
         }
+        // The commit stands whatever happens to the checkpoint; readers replay the JSON.
+        let _ = crate::delta::checkpoint_if_due(
+            storage,
+            &s.location,
+            s.version,
+            s.checkpoint_interval,
+            now_ms,
+        )
+        .await;
         committed.push(Committed {
             table: s.table,
             quarantine: s.quarantine,
@@ -319,6 +389,16 @@ pub async fn commit(storage: &dyn Storage, staged: Vec<StagedCommit>) -> Result<
         });
     }
     Ok(committed)
+}
+
+impl Committed {
+    /// The table's name, or `<table> (quarantine)`.
+    pub fn display_name(&self) -> String {
+        match self.quarantine {
+            true => format!("{} (quarantine)", self.table),
+            false => self.table.clone(),
+        }
+    }
 }
 
 /// Removes the data files of staged versions that will not be committed. Best effort: files
@@ -347,7 +427,8 @@ pub fn record_versions(report: &mut RunReport, committed: &[Committed]) {
 /// A table later tables can read: schema, live files, and the version they make up.
 struct Registered {
     schema: SchemaRef,
-    files: Vec<(String, u64)>,
+    partition_columns: Vec<String>,
+    files: Vec<LiveFile>,
     version: Option<u64>,
 }
 
@@ -395,7 +476,13 @@ impl Run<'_> {
                         message: format!("staged schema: {message}"),
                     }
                 })?;
-            self.register(&input.table, Arc::new(schema), &input.files, input.version)?;
+            self.register(
+                &input.table,
+                Arc::new(schema),
+                &input.partition_columns,
+                &input.files,
+                input.version,
+            )?;
             if input.changed {
                 self.changed.insert(input.table.clone());
             }
@@ -448,8 +535,12 @@ impl Run<'_> {
         request: CommitRequest,
         base: Option<&Snapshot>,
         quarantine: bool,
-    ) -> (SchemaRef, Vec<(String, u64)>) {
-        let out = (request.schema.clone(), request.live_files.clone());
+    ) -> (SchemaRef, Vec<String>, Vec<LiveFile>) {
+        let out = (
+            request.schema.clone(),
+            request.partition_columns.clone(),
+            request.live_files.clone(),
+        );
         let table = match quarantine {
             // Quarantines are staged while their table is being built: it is the next report.
             true => request.table.trim_end_matches(" (quarantine)").to_string(),
@@ -468,23 +559,42 @@ impl Run<'_> {
         &mut self,
         name: &str,
         schema: SchemaRef,
-        files: &[(String, u64)],
+        partition_columns: &[String],
+        files: &[LiveFile],
         version: Option<u64>,
     ) -> Result<()> {
         self.registered.insert(
             name.to_string(),
             Registered {
                 schema: schema.clone(),
+                partition_columns: partition_columns.to_vec(),
                 files: files.to_vec(),
                 version,
             },
         );
-        let table = ParquetFilesTable::new(&self.ctx, &self.storage, schema, files)?;
+        let table = ParquetFilesTable::partitioned(
+            &self.ctx,
+            &self.storage,
+            schema,
+            partition_columns,
+            files,
+        )?;
         let _ = self.ctx.deregister_table(name);
         self.ctx
             .register_table(name, Arc::new(table))
             .context(|| format!("registering table `{name}`"))?;
         Ok(())
+    }
+
+    /// Makes a committed table version readable by later tables.
+    fn register_snapshot(&mut self, name: &str, s: &Snapshot) -> Result<()> {
+        self.register(
+            name,
+            s.schema.clone(),
+            &s.metadata.partition_columns,
+            &s.live_files(),
+            Some(s.version),
+        )
     }
 
     fn write(
@@ -506,7 +616,19 @@ impl Run<'_> {
             run_id: self.opts.run_id.clone(),
             now_ms: self.clock.now_ms(),
             commit_info: json!({ "pipeline": self.spec.pipeline.name, "runId": self.opts.run_id }),
-            configuration: HashMap::new(),
+            configuration: self
+                .spec
+                .pipeline
+                .checkpoint_interval
+                .map(|n| {
+                    HashMap::from([(
+                        crate::delta::CHECKPOINT_INTERVAL_KEY.to_string(),
+                        n.to_string(),
+                    )])
+                })
+                .unwrap_or_default(),
+            partition_by: self.spec.partition_by(name).to_vec(),
+            txn: None,
         }
     }
 
@@ -521,7 +643,12 @@ impl Run<'_> {
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
         let seen: BTreeSet<String> = snapshot
             .as_ref()
-            .map(|s| s.file_tags(SOURCE_TAG).map(str::to_string).collect())
+            .map(|s| {
+                s.file_tags(SOURCE_TAG)
+                    .flat_map(|t| t.lines())
+                    .map(str::to_string)
+                    .collect()
+            })
             .unwrap_or_default();
         let files = source::resolve_files(self.storage.as_ref(), &self.opts.base, &src.path)
             .await
@@ -547,11 +674,17 @@ impl Run<'_> {
         let mut data_files = Vec::new();
         let mut rescued: Vec<RescuedRow> = Vec::new();
         let mut schema: Option<SchemaRef> = None;
-        for file in &files {
-            if seen.contains(&file.location) {
-                report.files_skipped += 1;
-                continue;
-            }
+        let mut unseen: Vec<_> = files
+            .iter()
+            .filter(|f| !seen.contains(&f.location))
+            .collect();
+        report.files_skipped = (files.len() - unseen.len()) as u64;
+        unseen.sort_by(|a, b| a.location.cmp(&b.location));
+        if let Some(max) = self.opts.max_files_per_table {
+            report.files_pending = unseen.len().saturating_sub(max.max(1)) as u64;
+            unseen.truncate(max.max(1));
+        }
+        for file in unseen {
             let bytes = self.storage.read(&file.location).await?;
             progress(Progress::FileIngested {
                 table: name,
@@ -578,16 +711,18 @@ impl Run<'_> {
         report.rows_out = report.rows_in - report.quarantined;
 
         if !rescued.is_empty() {
-            self.stage_quarantine(name, rescued_batch(&rescued, now_us)?)
-                .await?;
+            self.stage_quarantine(
+                name,
+                vec![rescued_batch(&rescued, now_us)?],
+                WriteMode::Append,
+            )
+            .await?;
         }
         let new_schema = schema.or_else(|| snapshot.as_ref().map(|s| s.schema.clone()));
         if data_files.is_empty() || new_schema.is_none() {
             // Nothing new (or only unreadable files): downstream reads the committed version.
             match &snapshot {
-                Some(s) => {
-                    self.register(name, s.schema.clone(), &s.file_locations(), Some(s.version))?
-                }
+                Some(s) => self.register_snapshot(name, s)?,
                 None => {
                     return Err(Error::Table {
                         table: name.to_string(),
@@ -604,7 +739,7 @@ impl Run<'_> {
         // Files whose rows were all rescued still get an (empty) data file, so that they are
         // recorded as seen and not re-read on every run.
         let description = src.description.clone();
-        let write = self.write(
+        let mut write = self.write(
             name,
             location,
             WriteMode::Append,
@@ -612,6 +747,16 @@ impl Run<'_> {
             data_files,
             &description,
         );
+        let app_id = batch_app_id(&self.spec.pipeline.name, name);
+        let batch = snapshot
+            .as_ref()
+            .and_then(|s| s.app_version(&app_id))
+            .map_or(0, |v| v + 1);
+        write.txn = Some(crate::delta::Txn {
+            app_id,
+            version: batch,
+            last_updated: None,
+        });
         self.stage_table(name, write, snapshot.as_ref(), report)
             .await
     }
@@ -628,23 +773,43 @@ impl Run<'_> {
         let request = write.prepare(self.storage.as_ref(), base).await?;
         report.bytes_written += request.bytes_written;
         let version = request.version;
-        let (schema, live) = self.push_staged(request, base, false);
+        let (schema, partition_columns, live) = self.push_staged(request, base, false);
         self.changed.insert(name.to_string());
-        self.register(name, schema, &live, Some(version))
+        self.register(name, schema, &partition_columns, &live, Some(version))
     }
 
-    async fn stage_quarantine(&mut self, name: &str, batch: RecordBatch) -> Result<()> {
+    /// Stages rows set aside while building `name`: appended for bronze (each run's new
+    /// source lines), replacing the previous ones for silver (a rebuild re-checks every row,
+    /// so its quarantine is the whole set again, not more of it).
+    async fn stage_quarantine(
+        &mut self,
+        name: &str,
+        batches: Vec<RecordBatch>,
+        mode: WriteMode,
+    ) -> Result<()> {
         let location = quarantine_location(&self.opts.lake, name);
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
+        let schema = match (batches.first(), &snapshot) {
+            (Some(b), _) => b.schema(),
+            // Nothing set aside this time: only an overwrite of a non-empty quarantine changes it.
+            (None, Some(s)) if mode == WriteMode::Overwrite && !s.files.is_empty() => {
+                s.schema.clone()
+            }
+            (None, _) => return Ok(()),
+        };
+        let files = match batches.is_empty() {
+            true => vec![],
+            false => vec![DataFile {
+                batches,
+                tags: HashMap::new(),
+            }],
+        };
         let write = self.write(
             &format!("{name} (quarantine)"),
             location,
-            WriteMode::Append,
-            batch.schema(),
-            vec![DataFile {
-                batches: vec![batch],
-                tags: HashMap::new(),
-            }],
+            mode,
+            schema,
+            files,
             &format!("rows of `{name}` set aside by Medallion"),
         );
         let request = write
@@ -696,7 +861,7 @@ impl Run<'_> {
         }) && inputs.iter().all(|i| !self.changed.contains(i));
         if let (true, Some(s)) = (up_to_date, &snapshot) {
             report.rows_out = s.num_records().unwrap_or(0);
-            return self.register(name, s.schema.clone(), &s.file_locations(), Some(s.version));
+            return self.register_snapshot(name, s);
         }
 
         let what = format!("{layer} table `{name}`");
@@ -708,15 +873,17 @@ impl Run<'_> {
             report.dropped = cleaned.dropped;
             report.deduplicated = cleaned.deduplicated;
             report.expectations = cleaned.expectations;
-            if !cleaned.quarantine.is_empty() {
-                report.quarantined = cleaned.quarantine.iter().map(|b| b.num_rows() as u64).sum();
-                let batch = datafusion::arrow::compute::concat_batches(
-                    &cleaned.quarantine[0].schema(),
+            report.quarantined = cleaned.quarantine.iter().map(|b| b.num_rows() as u64).sum();
+            let quarantine = match cleaned.quarantine.first() {
+                Some(first) => vec![datafusion::arrow::compute::concat_batches(
+                    &first.schema(),
                     &cleaned.quarantine,
                 )
-                .context(|| format!("{what}: quarantine"))?;
-                self.stage_quarantine(name, batch).await?;
-            }
+                .context(|| format!("{what}: quarantine"))?],
+                None => vec![],
+            };
+            self.stage_quarantine(name, quarantine, WriteMode::Overwrite)
+                .await?;
             (cleaned.schema, cleaned.batches)
         } else {
             (schema, batches)

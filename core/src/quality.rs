@@ -9,8 +9,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
-use datafusion::arrow::compute::kernels::boolean::{not, or};
-use datafusion::arrow::compute::{cast_with_options, filter_record_batch, is_null, CastOptions};
+use datafusion::arrow::compute::kernels::boolean::not;
+use datafusion::arrow::compute::{cast_with_options, filter_record_batch, CastOptions};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::DFSchema;
 use datafusion::datasource::MemTable;
@@ -146,9 +146,11 @@ pub async fn clean(
                 )));
             };
             // NULL counts as a violation: `quantity > 0` must not let a missing quantity through.
-            let nulls = is_null(passed).context(|| format!("table `{table}`"))?;
-            let violated = or(&not(passed).context(|| format!("table `{table}`"))?, &nulls)
-                .context(|| format!("table `{table}`"))?;
+            // (Arrow's `or`/`not` propagate NULL, and `true_count` skips it, so build the mask
+            // row by row.)
+            let violated: BooleanArray = (0..passed.len())
+                .map(|r| Some(!(passed.is_valid(r) && passed.value(r))))
+                .collect();
             let count = violated.true_count() as u64;
             report.violations += count;
             if count == 0 {

@@ -4,13 +4,15 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
+use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
+use datafusion::common::{DFSchema, ScalarValue};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetSource;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
@@ -25,7 +27,7 @@ use crate::bridge::parquet_reader::{
     load_metadata, ParquetReading, ReadSettings, StorageReaderFactory,
 };
 use crate::bridge::{share, unshare, Shared};
-use crate::delta::{self, Snapshot};
+use crate::delta::{self, partition_fields, At, LiveFile, Snapshot};
 use crate::error::{Context, Error, Result};
 use crate::source::resolve_files;
 use crate::storage::Storage;
@@ -97,12 +99,17 @@ pub async fn collect_sql(
 }
 
 /// A fixed set of Parquet files with known sizes and one schema: what a Delta snapshot or an
-/// expanded glob names. Scanning it needs no listing and no HEAD requests.
+/// expanded glob names. Scanning it needs no listing and no HEAD requests. A partitioned
+/// table's partition columns come from each file's values, not from the files, and filters
+/// on them skip whole files.
 #[derive(Debug)]
 pub struct ParquetFilesTable {
+    /// The table's columns: the files' columns, then the partition columns.
     schema: SchemaRef,
+    file_schema: SchemaRef,
+    partition_fields: Vec<FieldRef>,
     store_url: ObjectStoreUrl,
-    files: Vec<(Path, u64)>,
+    files: Vec<(Path, u64, Vec<ScalarValue>)>,
     storage: Shared,
     /// What object paths are relative to (see [`route`]).
     prefix: String,
@@ -116,29 +123,115 @@ impl ParquetFilesTable {
         schema: SchemaRef,
         files: &[(String, u64)],
     ) -> Result<Self> {
+        let files: Vec<LiveFile> = files
+            .iter()
+            .map(|(location, size)| LiveFile {
+                location: location.clone(),
+                size: *size,
+                partition_values: vec![],
+            })
+            .collect();
+        Self::partitioned(ctx, storage, schema, &[], &files)
+    }
+
+    /// A table of `files` partitioned by `partition_columns` (columns of `schema`, whose
+    /// values each file carries); the other columns of `schema` are in the files.
+    pub fn partitioned(
+        ctx: &SessionContext,
+        storage: &Arc<dyn Storage>,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<Self> {
         let (store_url, prefix) = match files.first() {
-            Some((first, _)) => (register_for(ctx, storage, first)?.0, route(first)?.1),
+            Some(first) => (
+                register_for(ctx, storage, &first.location)?.0,
+                route(&first.location)?.1,
+            ),
             None => (ObjectStoreUrl::local_filesystem(), "/".to_string()),
         };
+        let partition_fields: Vec<FieldRef> = partition_fields(&schema, partition_columns)
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let file_schema = delta::file_schema(&schema, partition_columns);
+        let table_schema = Arc::new(Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .cloned()
+                .chain(partition_fields.iter().cloned())
+                .collect::<Vec<_>>(),
+        ));
         let files = files
             .iter()
-            .map(|(loc, size)| {
-                let (url, path) = register_for(ctx, storage, loc)?;
+            .map(|f| {
+                let (url, path) = register_for(ctx, storage, &f.location)?;
                 if url != store_url {
                     return Err(Error::Spec(format!(
-                        "{loc}: all files of one table must be on the same server"
+                        "{}: all files of one table must be on the same server",
+                        f.location
                     )));
                 }
-                Ok((path, *size))
+                let values = partition_fields
+                    .iter()
+                    .enumerate()
+                    .map(|(i, field)| {
+                        let v = f.partition_values.get(i).cloned().flatten();
+                        delta::typed_value(field, v.as_deref(), &f.location)
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Ok((path, f.size, values))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            schema,
+            schema: table_schema,
+            file_schema,
+            partition_fields,
             store_url,
             files,
             storage: share(storage.clone()),
             prefix,
         })
+    }
+
+    /// Which files may hold rows matching `filters`: those whose partition values pass every
+    /// filter that reads only partition columns (NULL counts as not passing, as in WHERE).
+    fn files_matching(
+        &self,
+        state: &dyn Session,
+        filters: &[Expr],
+    ) -> datafusion::error::Result<Vec<bool>> {
+        let mut keep = vec![true; self.files.len()];
+        if self.partition_fields.is_empty() || filters.is_empty() {
+            return Ok(keep);
+        }
+        let names: Vec<&str> = self
+            .partition_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect();
+        let schema = Arc::new(Schema::new(self.partition_fields.clone()));
+        let columns = (0..self.partition_fields.len())
+            .map(|i| ScalarValue::iter_to_array(self.files.iter().map(|f| f.2[i].clone())))
+            .collect::<datafusion::error::Result<Vec<_>>>()?;
+        let batch = RecordBatch::try_new(schema.clone(), columns)?;
+        let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
+        for filter in filters {
+            let refs = filter.column_refs();
+            if refs.is_empty() || !refs.iter().all(|c| names.contains(&c.name.as_str())) {
+                continue;
+            }
+            let expr = state.create_physical_expr(filter.clone(), &df_schema)?;
+            let result = expr.evaluate(&batch)?.into_array(batch.num_rows())?;
+            let Some(mask) = result.as_any().downcast_ref::<BooleanArray>() else {
+                continue;
+            };
+            for (i, k) in keep.iter_mut().enumerate() {
+                *k &= mask.is_valid(i) && mask.value(i);
+            }
+        }
+        Ok(keep)
     }
 }
 
@@ -156,7 +249,8 @@ impl TableProvider for ParquetFilesTable {
         &self,
         filters: &[&Expr],
     ) -> datafusion::error::Result<Vec<TableProviderFilterPushDown>> {
-        // Inexact: Parquet prunes row groups and pages, DataFusion still filters the rows.
+        // Inexact: partitions skip files, Parquet prunes row groups and pages, DataFusion
+        // still filters the rows.
         Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
     }
 
@@ -164,28 +258,46 @@ impl TableProvider for ParquetFilesTable {
         &self,
         state: &dyn Session,
         projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
+        filters: &[Expr],
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
-        if self.files.is_empty() {
+        let keep = self.files_matching(state, filters)?;
+        let files: Vec<&(Path, u64, Vec<ScalarValue>)> = self
+            .files
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .map(|(f, _)| f)
+            .collect();
+        if files.is_empty() {
             let schema = match projection {
                 Some(p) => Arc::new(self.schema.project(p)?),
                 None => self.schema.clone(),
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        let groups_n = state
-            .config()
-            .target_partitions()
-            .clamp(1, self.files.len());
+        let groups_n = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_n];
-        for (i, (path, size)) in self.files.iter().enumerate() {
-            groups[i % groups_n].push(PartitionedFile::new(path.as_ref(), *size));
+        for (i, (path, size, values)) in files.into_iter().enumerate() {
+            // From the parsed path as it is: `PartitionedFile::new` would percent-encode it
+            // again (`São` → `S%C3%A3o`, `%` → `%25`) and name a file that does not exist.
+            let meta = object_store::ObjectMeta {
+                location: path.clone(),
+                last_modified: chrono::DateTime::<chrono::Utc>::default(),
+                size: *size,
+                e_tag: None,
+                version: None,
+            };
+            groups[i % groups_n]
+                .push(PartitionedFile::from(meta).with_partition_values(values.clone()));
         }
         let reading = reading_of(state.config());
         let mut options = state.table_options().parquet.clone();
         options.global.enable_page_index = reading.settings.page_index;
-        let source = ParquetSource::new(self.schema.clone())
+        let table_schema = TableSchema::builder(self.file_schema.clone())
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
+        let source = ParquetSource::new(table_schema)
             .with_table_parquet_options(options)
             .with_parquet_file_reader_factory(Arc::new(StorageReaderFactory::new(
                 unshare(&self.storage),
@@ -212,11 +324,12 @@ pub fn delta_table(
     storage: &Arc<dyn Storage>,
     snapshot: &Snapshot,
 ) -> Result<Arc<ParquetFilesTable>> {
-    ParquetFilesTable::new(
+    ParquetFilesTable::partitioned(
         ctx,
         storage,
         snapshot.schema.clone(),
-        &snapshot.file_locations(),
+        &snapshot.metadata.partition_columns,
+        &snapshot.live_files(),
     )
     .map(Arc::new)
 }
@@ -257,26 +370,71 @@ pub enum TableKind {
     Parquet,
 }
 
+/// Splits a time-travel suffix off a table location: `PATH@12` (version 12) or
+/// `PATH@2026-11-30T12:00:00Z` (the version current at that time, RFC 3339). A location
+/// without one is the latest version.
+pub fn split_time_travel(location: &str) -> Result<(&str, At)> {
+    let Some((path, suffix)) = location.rsplit_once('@') else {
+        return Ok((location, At::Latest));
+    };
+    // `@` inside a URL's authority (user@host) or a folder name is not a suffix.
+    if suffix.contains('/') || path.is_empty() {
+        return Ok((location, At::Latest));
+    }
+    if let Ok(v) = suffix.parse::<u64>() {
+        return Ok((path, At::Version(v)));
+    }
+    if suffix.starts_with(|c: char| c.is_ascii_digit()) && suffix.contains('-') {
+        let at = At::from_rfc3339(suffix).map_err(|e| {
+            Error::Spec(format!(
+                "{location}: the suffix is neither a version number nor a time: {e}"
+            ))
+        })?;
+        return Ok((path, at));
+    }
+    Ok((location, At::Latest))
+}
+
 /// Registers `location` as table `name`: a Delta table (`delta:` prefix, or a folder with a
-/// `_delta_log/`), a Parquet file, or a glob of Parquet files.
+/// `_delta_log/`), a Parquet file, or a glob of Parquet files. A Delta table may carry a
+/// time-travel suffix (see [`split_time_travel`]).
 pub async fn register_location(
     ctx: &SessionContext,
     storage: &Arc<dyn Storage>,
     name: &str,
     location: &str,
 ) -> Result<TableKind> {
+    register_location_at(ctx, storage, name, location, At::Latest).await
+}
+
+/// [`register_location`] of a Delta table's version `at` (if not latest, it overrides a
+/// suffix).
+pub async fn register_location_at(
+    ctx: &SessionContext,
+    storage: &Arc<dyn Storage>,
+    name: &str,
+    location: &str,
+    at: At,
+) -> Result<TableKind> {
     let (forced_delta, location) = match location.strip_prefix("delta:") {
         Some(rest) => (true, rest),
         None => (false, location),
     };
+    let (location, suffix_at) = split_time_travel(location)?;
+    let at = if at == At::Latest { suffix_at } else { at };
     let location = location.trim_end_matches('/');
     let is_glob = location.contains(['*', '?', '[']);
     let looks_parquet = location.to_ascii_lowercase().ends_with(".parquet");
     let is_delta = !is_glob
         && (forced_delta
             || (!looks_parquet && delta::is_delta_table(storage.as_ref(), location).await?));
+    if !is_delta && at != At::Latest {
+        return Err(Error::Spec(format!(
+            "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
+        )));
+    }
     let (provider, kind) = if is_delta {
-        let snapshot = Snapshot::load(storage.as_ref(), location).await?;
+        let snapshot = Snapshot::load_at(storage.as_ref(), location, at).await?;
         (delta_table(ctx, storage, &snapshot)?, TableKind::Delta)
     } else if !is_glob {
         // One file: its footer read (a suffix read) also tells its size, so no HEAD.
@@ -305,4 +463,27 @@ pub async fn register_location(
     ctx.register_table(name, provider)
         .context(|| format!("registering table `{name}`"))?;
     Ok(kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_travel_suffixes() {
+        assert_eq!(split_time_travel("/l/t").unwrap(), ("/l/t", At::Latest));
+        assert_eq!(
+            split_time_travel("/l/t@3").unwrap(),
+            ("/l/t", At::Version(3))
+        );
+        assert_eq!(
+            split_time_travel("/l/t@2026-11-30T12:00:00Z").unwrap(),
+            ("/l/t", At::Timestamp(1_796_040_000_000))
+        );
+        assert_eq!(
+            split_time_travel("http://u@h/t").unwrap(),
+            ("http://u@h/t", At::Latest)
+        );
+        assert!(split_time_travel("/l/t@2026-13-01").is_err());
+    }
 }

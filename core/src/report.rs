@@ -45,6 +45,9 @@ pub struct TableReport {
     /// New source files ingested (bronze) and files already seen, skipped.
     pub files_ingested: u64,
     pub files_skipped: u64,
+    /// New source files left for a later run (`max_files_per_table`).
+    #[serde(default)]
+    pub files_pending: u64,
     pub bytes_read: u64,
     pub bytes_written: u64,
     /// The Delta version this run committed, `None` if the table did not change.
@@ -66,6 +69,7 @@ impl TableReport {
             expectations: vec![],
             files_ingested: 0,
             files_skipped: 0,
+            files_pending: 0,
             bytes_read: 0,
             bytes_written: 0,
             version: None,

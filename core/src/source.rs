@@ -139,7 +139,12 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
             continue;
         }
         match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v @ serde_json::Value::Object(_)) => rows.push((line, v)),
+            Ok(v @ serde_json::Value::Object(_)) => {
+                match declared.and_then(|s| non_integral(s, &v)) {
+                    Some(reason) => rescued.push(rescue(location, line, text, reason)),
+                    None => rows.push((line, v)),
+                }
+            }
             Ok(_) => rescued.push(rescue(location, line, text, "not a JSON object".into())),
             Err(e) => rescued.push(rescue(location, line, text, format!("invalid JSON: {e}"))),
         }
@@ -177,6 +182,29 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
         }
     }
     Parsed { batches, rescued }
+}
+
+/// A declared integer column holding a JSON number with a fraction (`7.9`): the JSON decoder
+/// would truncate it to 7, so the row is rescued instead, as the string `"7.9"` would be.
+fn non_integral(schema: &Schema, row: &serde_json::Value) -> Option<String> {
+    schema.fields().iter().find_map(|f| {
+        if !f.data_type().is_integer() {
+            return None;
+        }
+        match row.get(f.name()) {
+            // serde_json reads `-0` as a float; it is the integer 0.
+            Some(serde_json::Value::Number(n))
+                if !(n.is_i64() || n.is_u64() || n.as_f64() == Some(0.0)) =>
+            {
+                Some(format!(
+                    "column `{}`: {n} is not an integer ({})",
+                    f.name(),
+                    f.data_type()
+                ))
+            }
+            _ => None,
+        }
+    })
 }
 
 fn rescue(location: &str, line: u64, raw: &str, error: String) -> RescuedRow {

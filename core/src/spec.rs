@@ -47,6 +47,10 @@ pub struct PipelineInfo {
     pub name: String,
     #[serde(default)]
     pub description: String,
+    /// Write a Delta checkpoint every N commits of each table (default 10), so that tables
+    /// with long histories open in a few reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_interval: Option<u64>,
 }
 
 /// A raw source landing in a bronze table, appended to on every run with the files not yet seen.
@@ -116,6 +120,12 @@ pub struct SilverTable {
     pub dedupe: Option<Dedupe>,
     #[serde(default)]
     pub description: String,
+    /// Columns to partition the table by (one folder per value; filters on them skip files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// Emit an alert when a row appears under a new key (see [`Alert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
 }
 
 /// An aggregate table, rewritten on every run.
@@ -125,6 +135,21 @@ pub struct GoldTable {
     pub sql: String,
     #[serde(default)]
     pub description: String,
+    /// Columns to partition the table by (one folder per value; filters on them skip files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub partition_by: Vec<String>,
+    /// Emit an alert when a row appears under a new key (see [`Alert`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert: Option<Alert>,
+}
+
+/// A table whose rows are alerts: a row under a key that was not in the table's previous
+/// version (or came back after leaving it) is emitted once, e.g. a product that falls below its
+/// reorder level in a warehouse.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Alert {
+    pub key: Vec<String>,
 }
 
 /// A data-quality rule. A row whose condition is false *or NULL* violates it.
@@ -188,6 +213,25 @@ impl PipelineSpec {
         let spec: PipelineSpec = toml::from_str(text).map_err(|e| Error::Spec(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// The columns a table is declared to be partitioned by (none for bronze tables).
+    pub fn partition_by(&self, table: &str) -> &[String] {
+        if let Some(t) = self.silver.get(table) {
+            return &t.partition_by;
+        }
+        if let Some(t) = self.gold.get(table) {
+            return &t.partition_by;
+        }
+        &[]
+    }
+
+    /// The alert a silver or gold table declares.
+    pub fn alert(&self, table: &str) -> Option<&Alert> {
+        self.silver
+            .get(table)
+            .and_then(|t| t.alert.as_ref())
+            .or_else(|| self.gold.get(table).and_then(|t| t.alert.as_ref()))
     }
 
     /// Every table with its layer.

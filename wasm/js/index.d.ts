@@ -66,6 +66,19 @@ export interface RunReport {
 export class MedallionError extends Error {
   /** True if the WebAssembly module trapped; the next call runs on a fresh instance. */
   readonly trapped: boolean;
+  /** A failed runPipeline: the tables committed before the failure, as [table, version]. */
+  readonly committed?: Array<[string, number]>;
+  /** A failed runPipeline: the tables whose new version was not committed. */
+  readonly notCommitted?: string[];
+  /** A failed runPipeline: true if no table changed. */
+  readonly changedNothing?: boolean;
+}
+
+/** Which version of a Delta table to read: a version number, or the one current at a time. */
+export interface TimeTravel {
+  version?: number;
+  /** RFC 3339, e.g. "2026-11-30T12:00:00Z". */
+  timestamp?: string;
 }
 
 export class Result {
@@ -81,9 +94,10 @@ export class Medallion {
   static create(options?: CreateOptions): Promise<Medallion>;
   readonly version: string;
   registerParquet(name: string, url: string): Promise<'parquet'>;
-  registerDelta(name: string, url: string): Promise<'delta'>;
+  /** A Delta table; `{ version }` or `{ timestamp }` (RFC 3339) reads an earlier version. */
+  registerDelta(name: string, url: string, at?: TimeTravel): Promise<'delta'>;
   /** A Parquet file or a Delta table, whichever the URL holds. */
-  register(name: string, url: string): Promise<'parquet' | 'delta'>;
+  register(name: string, url: string, at?: TimeTravel): Promise<'parquet' | 'delta'>;
   sql(query: string): Promise<Result>;
   runPipeline(spec: string, options?: PipelineOptions): Promise<RunReport>;
   stats(): Stats;

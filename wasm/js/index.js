@@ -160,8 +160,8 @@ export class Medallion {
         } catch (e) {
           throw toError(e);
         }
-        for (const [name, { location, kind }] of this.#registered) {
-          await this.#guard(instance, () => engine.register(name, location, kind));
+        for (const [name, { location, kind, version, timestamp }] of this.#registered) {
+          await this.#guard(instance, () => engine.register(name, location, kind, version, timestamp));
         }
         this.#instance = instance;
         this.#engine = engine;
@@ -210,19 +210,27 @@ export class Medallion {
     return this.#register(name, url, 'parquet');
   }
 
-  /** Registers a Delta table (URL of its folder) as table `name`. */
-  async registerDelta(name, url) {
-    return this.#register(name, url, 'delta');
+  /**
+   * Registers a Delta table (URL of its folder) as table `name`; `{ version }` or
+   * `{ timestamp }` (RFC 3339) reads it as it was then (time travel).
+   */
+  async registerDelta(name, url, at = {}) {
+    return this.#register(name, url, 'delta', at);
   }
 
-  /** Registers a Parquet file or a Delta table, whichever `url` holds. */
-  async register(name, url) {
-    return this.#register(name, url, 'auto');
+  /** Registers a Parquet file or a Delta table, whichever `url` holds; `at` as for registerDelta. */
+  async register(name, url, at = {}) {
+    return this.#register(name, url, 'auto', at);
   }
 
-  async #register(name, location, kind) {
-    const found = await this.#call((e) => e.register(name, location, kind));
-    this.#registered.set(name, { location, kind });
+  async #register(name, location, kind, at = {}) {
+    const unknown = Object.keys(at ?? {}).filter((k) => k !== 'version' && k !== 'timestamp');
+    if (unknown.length) {
+      throw new MedallionError(`table \`${name}\`: unknown option \`${unknown[0]}\`, expected version or timestamp`);
+    }
+    const { version, timestamp } = at ?? {};
+    const found = await this.#call((e) => e.register(name, location, kind, version, timestamp));
+    this.#registered.set(name, { location, kind, version, timestamp });
     return found;
   }
 
@@ -277,8 +285,14 @@ export class Medallion {
 }
 
 function toError(e) {
-  if (e instanceof Error) return e instanceof MedallionError ? e : new MedallionError(e.message, { cause: e });
-  return new MedallionError(String(e));
+  if (e instanceof MedallionError) return e;
+  if (!(e instanceof Error)) return new MedallionError(String(e));
+  const m = new MedallionError(e.message, { cause: e });
+  // What a failed run committed before failing (see runPipeline in index.d.ts).
+  for (const key of ['committed', 'notCommitted', 'changedNothing']) {
+    if (key in e) m[key] = e[key];
+  }
+  return m;
 }
 
 export default Medallion;

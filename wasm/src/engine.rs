@@ -10,9 +10,10 @@ use js_sys::{Function, Promise, Uint8Array};
 use medallion_core::bridge::parquet_reader::ReadSettings;
 use medallion_core::clock::Clock;
 use medallion_core::datafusion::prelude::SessionContext;
+use medallion_core::delta::At;
 use medallion_core::pipeline::{self, quarantine_location, table_location, Progress, RunOptions};
 use medallion_core::query::{
-    collect_sql, new_context, register_location, EngineOptions, TableKind,
+    collect_sql, new_context, register_location, register_location_at, EngineOptions, TableKind,
 };
 use medallion_core::spec::PipelineSpec;
 use medallion_core::storage::{CountingStorage, IoCounts, IoStats, Storage};
@@ -82,6 +83,34 @@ pub struct Engine {
 
 fn js_error(e: impl std::fmt::Display) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
+}
+
+/// A failed run's error, with `committed` (`[table, version][]`), `notCommitted` (table
+/// names) and `changedNothing` so a caller can tell what the lake now holds without parsing
+/// the message.
+fn run_error(e: medallion_core::Error) -> JsValue {
+    let error = js_sys::Error::new(&e.to_string());
+    let (committed, not_committed) = match &e {
+        medallion_core::Error::PartialCommit {
+            committed,
+            not_committed,
+            ..
+        } => (committed.clone(), not_committed.clone()),
+        _ => (vec![], vec![]),
+    };
+    let set = |key: &str, value: JsValue| {
+        let _ = js_sys::Reflect::set(&error, &key.into(), &value);
+    };
+    set(
+        "committed",
+        serde_wasm_bindgen::to_value(&committed).unwrap_or(JsValue::NULL),
+    );
+    set(
+        "notCommitted",
+        serde_wasm_bindgen::to_value(&not_committed).unwrap_or(JsValue::NULL),
+    );
+    set("changedNothing", JsValue::from_bool(e.changed_nothing()));
+    error.into()
 }
 
 const CREATE_OPTIONS: &[&str] = &[
@@ -170,10 +199,34 @@ impl Engine {
     }
 
     /// Registers a table: `kind` is "parquet", "delta" or "auto" (a `.parquet` URL is
-    /// Parquet, a folder with `_delta_log/` is Delta). Resolves to the kind found.
-    pub fn register(&self, name: String, location: String, kind: String) -> Promise {
+    /// Parquet, a folder with `_delta_log/` is Delta). A Delta table can be read as of a
+    /// `version` or a `timestamp` (RFC 3339). Resolves to the kind found.
+    pub fn register(
+        &self,
+        name: String,
+        location: String,
+        kind: String,
+        version: Option<f64>,
+        timestamp: Option<String>,
+    ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            let at = match (version, timestamp) {
+                (Some(_), Some(_)) => {
+                    return Err(js_error(format!(
+                        "table `{name}`: give a version or a timestamp, not both"
+                    )))
+                }
+                (Some(v), None) if v >= 0.0 && v.fract() == 0.0 => At::Version(v as u64),
+                (Some(v), None) => {
+                    return Err(js_error(format!(
+                        "table `{name}`: version {v} is not a whole number ≥ 0"
+                    )))
+                }
+                (None, Some(t)) => At::from_rfc3339(&t)
+                    .map_err(|e| js_error(format!("table `{name}`: timestamp {e}")))?,
+                (None, None) => At::Latest,
+            };
             let target = match kind.as_str() {
                 "delta" if !location.starts_with("delta:") => format!("delta:{location}"),
                 "parquet" | "delta" | "auto" => location.clone(),
@@ -184,7 +237,7 @@ impl Engine {
                 }
             };
             let _ = inner.ctx.deregister_table(name.as_str());
-            let found = register_location(&inner.ctx, &inner.counting, &name, &target)
+            let found = register_location_at(&inner.ctx, &inner.counting, &name, &target, at)
                 .await
                 .map_err(|e| js_error(format!("table `{name}` ({location}): {e}")))?;
             if kind == "parquet" && found != TableKind::Parquet {
@@ -242,6 +295,7 @@ impl Engine {
                 base: o.base.unwrap_or_default(),
                 run_id,
                 engine: inner.engine,
+                max_files_per_table: None,
             };
             let callback = on_progress.dyn_into::<Function>().ok();
             let progress = |p: Progress| {
@@ -254,7 +308,7 @@ impl Engine {
             let storage: Arc<dyn Storage> = inner.counting.clone();
             let report = pipeline::run(&spec, storage, &clock, &opts, &progress)
                 .await
-                .map_err(js_error)?;
+                .map_err(run_error)?;
             register_lake(&inner, &spec, &lake).await?;
             to_js(&report)
         })

@@ -3,21 +3,22 @@
 //! [`CommitRequest::commit`] publishes them with one put-if-absent of the next log entry.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::datatypes::{DataType, Schema, SchemaRef};
 use datafusion::parquet::arrow::ArrowWriter;
 use datafusion::parquet::basic::Compression;
 use datafusion::parquet::file::properties::WriterProperties;
 use serde_json::json;
 use std::sync::Arc;
 
-use super::actions::{Action, Add, Format, Metadata, Protocol, Remove};
+use super::actions::{encode_path, Action, Add, Format, Metadata, Protocol, Remove, Txn};
+use super::checkpoint::{write_checkpoint, CHECKPOINT_INTERVAL_KEY, DEFAULT_CHECKPOINT_INTERVAL};
 use super::commit_location;
+use super::partition::{check_partition_columns, partition_dir, split};
 use super::schema::{cast_batch, delta_compatible_schema, delta_schema_string};
-use super::snapshot::Snapshot;
+use super::snapshot::{LiveFile, Snapshot};
 use super::stats::file_stats;
 use crate::error::{Context, Error, Result};
 use crate::storage::{join, Storage};
@@ -30,7 +31,8 @@ pub enum WriteMode {
     Overwrite,
 }
 
-/// One data file to be: its rows and the tags its `add` action carries.
+/// One data file to be: its rows and the tags its `add` action carries. A partitioned table
+/// writes one file per partition the rows fall in, each with these tags.
 #[derive(Debug, Clone)]
 pub struct DataFile {
     pub batches: Vec<RecordBatch>,
@@ -48,13 +50,18 @@ pub struct TableWrite {
     pub schema: SchemaRef,
     pub files: Vec<DataFile>,
     pub description: Option<String>,
-    /// Distinguishes this run's file names from every other run's.
+    /// The run this write belongs to, recorded in `commitInfo` (file names do not depend on it).
     pub run_id: String,
     pub now_ms: i64,
     /// Extra fields for `commitInfo` (the run's counts, for example).
     pub commit_info: serde_json::Value,
     /// Settings recorded in the table's `metaData.configuration`.
     pub configuration: HashMap<String, String>,
+    /// Columns to partition a new table by (an existing table keeps its own; an overwrite may
+    /// change them).
+    pub partition_by: Vec<String>,
+    /// An application's progress to record atomically with the data (see [`Txn`]).
+    pub txn: Option<Txn>,
 }
 
 /// Data files written and the log entry that will publish them.
@@ -66,23 +73,42 @@ pub struct CommitRequest {
     pub written: Vec<String>,
     pub bytes_written: u64,
     pub rows_written: u64,
-    /// The table's schema once committed.
+    /// The table's schema once committed (partition columns included).
     pub schema: SchemaRef,
-    /// Every live data file (location, size) once committed: what readers of the staged
-    /// version should scan.
-    pub live_files: Vec<(String, u64)>,
+    pub partition_columns: Vec<String>,
+    /// Every live data file once committed: what readers of the staged version should scan.
+    pub live_files: Vec<LiveFile>,
     /// The log entry (newline-delimited JSON actions) that publishes the version.
     pub log_entry: Bytes,
+    /// Commits between checkpoints of this table.
+    pub checkpoint_interval: u64,
+}
+
+/// The checkpoint interval of a table (its property, or the default).
+pub fn checkpoint_interval(configuration: &HashMap<String, Option<String>>) -> u64 {
+    configuration
+        .get(CHECKPOINT_INTERVAL_KEY)
+        .and_then(|v| v.as_deref())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL)
 }
 
 impl TableWrite {
     /// Writes the data files and builds the commit for version `base.version + 1` (or 0).
+    /// Data files get fresh UUID names and are written with put-if-absent, so no write can
+    /// replace a file a log may reference.
     pub async fn prepare(
         self,
         storage: &dyn Storage,
         base: Option<&Snapshot>,
     ) -> Result<CommitRequest> {
         let table = self.table.clone();
+        let removes =
+            self.mode == WriteMode::Overwrite && base.is_some_and(|b| !b.files.is_empty());
+        if let Some(b) = base {
+            b.check_writable(removes)?;
+        }
         let new_schema = delta_compatible_schema(&self.schema).map_err(|message| Error::Table {
             table: table.clone(),
             message,
@@ -91,6 +117,25 @@ impl TableWrite {
             (WriteMode::Append, Some(b)) => merge_schemas(&table, &b.schema, &new_schema)?,
             _ => new_schema,
         };
+        let partition_columns = match (self.mode, base) {
+            (WriteMode::Append, Some(b)) => {
+                if !self.partition_by.is_empty()
+                    && self.partition_by != b.metadata.partition_columns
+                {
+                    return Err(Error::Table {
+                        table,
+                        message: format!(
+                            "the table is partitioned by [{}], not [{}]; appends keep the table's partitioning",
+                            b.metadata.partition_columns.join(", "),
+                            self.partition_by.join(", ")
+                        ),
+                    });
+                }
+                b.metadata.partition_columns.clone()
+            }
+            _ => self.partition_by.clone(),
+        };
+        check_partition_columns(&table, &schema, &partition_columns)?;
         let schema_string = delta_schema_string(&schema).map_err(|message| Error::Table {
             table: table.clone(),
             message,
@@ -105,83 +150,105 @@ impl TableWrite {
                     reader_features: None,
                     writer_features: None,
                 }));
-                actions.push(Action::Metadata(self.metadata(schema_string, None)));
+                actions.push(Action::Metadata(self.metadata(
+                    schema_string,
+                    &partition_columns,
+                    None,
+                )));
             }
             Some(b)
                 if b.metadata.schema_string != schema_string
+                    || b.metadata.partition_columns != partition_columns
                     || self.configuration_changes(&b.metadata) =>
             {
-                actions.push(Action::Metadata(
-                    self.metadata(schema_string, Some(&b.metadata)),
-                ));
+                actions.push(Action::Metadata(self.metadata(
+                    schema_string,
+                    &partition_columns,
+                    Some(&b.metadata),
+                )));
             }
             Some(_) => {}
         }
+        if let Some(t) = &self.txn {
+            actions.push(Action::Txn(Txn {
+                last_updated: t.last_updated.or(Some(self.now_ms)),
+                ..t.clone()
+            }));
+        }
         if let (WriteMode::Overwrite, Some(b)) = (self.mode, base) {
             for a in b.files.values() {
-                actions.push(Action::Remove(Remove {
-                    path: a.path.clone(),
-                    deletion_timestamp: Some(self.now_ms),
-                    data_change: true,
-                    extended_file_metadata: Some(true),
-                    partition_values: Some(HashMap::new()),
-                    size: Some(a.size),
-                }));
+                actions.push(Action::Remove(remove_of(a, self.now_ms, true)));
             }
         }
 
-        let mut live_files: Vec<(String, u64)> = match (self.mode, base) {
-            (WriteMode::Append, Some(b)) => b.file_locations(),
+        let mut live_files: Vec<LiveFile> = match (self.mode, base) {
+            (WriteMode::Append, Some(b)) => b.live_files(),
             _ => Vec::new(),
         };
         let mut written = Vec::new();
         let mut bytes_written = 0;
         let mut rows_written = 0;
-        for (i, file) in self.files.iter().enumerate() {
+        let file_schema = super::partition::file_schema(&schema, &partition_columns);
+        for file in &self.files {
             let batches = file
                 .batches
                 .iter()
                 .map(|b| cast_batch(b, &schema, &table))
                 .collect::<Result<Vec<_>>>()?;
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let bytes = encode_parquet(&schema, &batches)
-                .context(|| format!("table `{table}`: encoding Parquet"))?;
-            let name = format!("part-{i:05}-{}.snappy.parquet", self.run_id);
-            let location = join(&self.location, &name);
-            let size = bytes.len() as i64;
-            if let Err(e) = storage.put(&location, bytes).await {
-                remove_all(storage, &written).await;
-                return Err(e);
+            let parts = split(&table, &schema, &partition_columns, &batches)?;
+            for (values, batches) in parts {
+                // An empty string partition value is NULL to Spark and delta-rs; say so.
+                let values: Vec<Option<String>> = values
+                    .into_iter()
+                    .map(|v| v.filter(|s| !s.is_empty()))
+                    .collect();
+                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+                let bytes = encode_parquet(&file_schema, &batches)
+                    .context(|| format!("table `{table}`: encoding Parquet"))?;
+                let relative = format!(
+                    "{}part-{:05}-{}.c000.snappy.parquet",
+                    partition_dir(&partition_columns, &values),
+                    written.len(),
+                    uuid::Uuid::new_v4()
+                );
+                let location = join(&self.location, &relative);
+                let size = bytes.len() as i64;
+                if let Err(e) = storage.put_if_absent(&location, bytes).await {
+                    remove_all(storage, &written).await;
+                    return Err(e);
+                }
+                live_files.push(LiveFile {
+                    location: location.clone(),
+                    size: size as u64,
+                    partition_values: values.clone(),
+                });
+                written.push(location);
+                bytes_written += size as u64;
+                rows_written += rows as u64;
+                actions.push(Action::Add(Add {
+                    path: encode_path(&relative),
+                    partition_values: partition_columns.iter().cloned().zip(values).collect(),
+                    size,
+                    modification_time: self.now_ms,
+                    data_change: true,
+                    stats: Some(file_stats(&batches)),
+                    tags: (!file.tags.is_empty()).then(|| {
+                        file.tags
+                            .iter()
+                            .map(|(k, v)| (k.clone(), Some(v.clone())))
+                            .collect()
+                    }),
+                    deletion_vector: None,
+                }));
             }
-            live_files.push((location.clone(), size as u64));
-            written.push(location);
-            bytes_written += size as u64;
-            rows_written += rows as u64;
-            actions.push(Action::Add(Add {
-                path: name,
-                partition_values: HashMap::new(),
-                size,
-                modification_time: self.now_ms,
-                data_change: true,
-                stats: Some(file_stats(&batches)),
-                tags: (!file.tags.is_empty()).then(|| {
-                    file.tags
-                        .iter()
-                        .map(|(k, v)| (k.clone(), Some(v.clone())))
-                        .collect()
-                }),
-                deletion_vector: None,
-            }));
         }
 
-        let mut log = String::new();
-        for a in &actions {
-            log.push_str(&serde_json::to_string(a).map_err(|e| Error::Table {
-                table: table.clone(),
-                message: format!("serialising the commit: {e}"),
-            })?);
-            log.push('\n');
-        }
+        let log_entry = log_bytes(&table, &actions)?;
+        let configuration = match (&base, self.configuration.get(CHECKPOINT_INTERVAL_KEY)) {
+            (_, Some(v)) => v.trim().parse().unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
+            (Some(b), None) => checkpoint_interval(&b.metadata.configuration),
+            (None, None) => DEFAULT_CHECKPOINT_INTERVAL,
+        };
         Ok(CommitRequest {
             table,
             location: self.location,
@@ -190,8 +257,10 @@ impl TableWrite {
             bytes_written,
             rows_written,
             schema,
+            partition_columns,
             live_files,
-            log_entry: Bytes::from(log),
+            log_entry,
+            checkpoint_interval: configuration.max(1),
         })
     }
 
@@ -201,8 +270,9 @@ impl TableWrite {
             "operation": if create { "CREATE TABLE AS SELECT" } else { "WRITE" },
             "operationParameters": {
                 "mode": match self.mode { WriteMode::Append => "Append", WriteMode::Overwrite => "Overwrite" },
+                "partitionBy": serde_json::to_string(&self.partition_by).unwrap_or_default(),
             },
-            "isBlindAppend": self.mode == WriteMode::Append,
+            "isBlindAppend": self.mode == WriteMode::Append && self.txn.is_none(),
             "engineInfo": concat!("medallion/", env!("CARGO_PKG_VERSION")),
         });
         if !self.commit_info.is_null() {
@@ -217,11 +287,16 @@ impl TableWrite {
             .any(|(k, v)| m.configuration.get(k).and_then(|x| x.as_deref()) != Some(v.as_str()))
     }
 
-    fn metadata(&self, schema_string: String, previous: Option<&Metadata>) -> Metadata {
+    fn metadata(
+        &self,
+        schema_string: String,
+        partition_columns: &[String],
+        previous: Option<&Metadata>,
+    ) -> Metadata {
         Metadata {
             id: previous
                 .map(|m| m.id.clone())
-                .unwrap_or_else(|| table_id(&self.location, &self.run_id, self.now_ms)),
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             name: Some(self.table.clone()),
             description: self.description.clone().filter(|d| !d.is_empty()),
             format: Format {
@@ -229,7 +304,7 @@ impl TableWrite {
                 options: HashMap::new(),
             },
             schema_string,
-            partition_columns: vec![],
+            partition_columns: partition_columns.to_vec(),
             configuration: {
                 let mut c = previous
                     .map(|m| m.configuration.clone())
@@ -246,31 +321,99 @@ impl TableWrite {
     }
 }
 
-impl CommitRequest {
-    /// Publishes the version. If another writer took this version first, the data files are
-    /// removed and [`Error::CommitConflict`] returned; the table stays at the other's version.
-    pub async fn commit(self, storage: &dyn Storage) -> Result<u64> {
-        let log = commit_location(&self.location, self.version);
-        match storage.put_if_absent(&log, self.log_entry.clone()).await {
-            Ok(()) => Ok(self.version),
-            Err(Error::AlreadyExists { .. }) => {
-                remove_all(storage, &self.written).await;
-                Err(Error::CommitConflict {
-                    table: self.table,
-                    version: self.version,
-                })
-            }
-            Err(e) => {
-                remove_all(storage, &self.written).await;
-                Err(e)
-            }
-        }
+/// The `remove` of a live file, at `now_ms`.
+pub fn remove_of(a: &Add, now_ms: i64, data_change: bool) -> Remove {
+    Remove {
+        path: a.path.clone(),
+        deletion_timestamp: Some(now_ms),
+        data_change,
+        extended_file_metadata: Some(true),
+        partition_values: Some(a.partition_values.clone()),
+        size: Some(a.size),
     }
+}
 
+/// Newline-delimited JSON of `actions`: a commit file's bytes.
+pub fn log_bytes(table: &str, actions: &[Action]) -> Result<Bytes> {
+    let mut log = String::new();
+    for a in actions {
+        log.push_str(&serde_json::to_string(a).map_err(|e| Error::Table {
+            table: table.to_string(),
+            message: format!("serialising the commit: {e}"),
+        })?);
+        log.push('\n');
+    }
+    Ok(Bytes::from(log))
+}
+
+impl CommitRequest {
     /// Removes the data files of a commit that will not be made.
     pub async fn abort(self, storage: &dyn Storage) {
         remove_all(storage, &self.written).await;
     }
+}
+
+/// Publishes `log_entry` as `version` of the table with one put-if-absent. `Ok` when this
+/// entry is in the log (also when a retried request had already put it);
+/// [`Error::CommitConflict`] when another writer took the version (only then may the caller
+/// delete its data files); [`Error::CommitUncertain`] when the store failed and the log,
+/// read again, does not prove the entry absent-by-conflict — its data files must be kept.
+pub async fn publish(
+    storage: &dyn Storage,
+    table: &str,
+    location: &str,
+    version: u64,
+    log_entry: Bytes,
+) -> Result<()> {
+    let log = commit_location(location, version);
+    let conflict = || Error::CommitConflict {
+        table: table.to_string(),
+        version,
+    };
+    let failure = match storage.put_if_absent(&log, log_entry.clone()).await {
+        Ok(()) => return Ok(()),
+        Err(Error::AlreadyExists { .. }) => None,
+        Err(e) => Some(e),
+    };
+    // Either another writer holds the version, or the outcome is unknown: the log decides.
+    match storage.read(&log).await {
+        Ok(found) if found == log_entry => Ok(()),
+        Ok(_) => Err(conflict()),
+        Err(read_err) => match failure {
+            // It said "exists" and now cannot be read: treat as the other writer's.
+            None => Err(conflict()),
+            Some(e) => Err(Error::CommitUncertain {
+                table: table.to_string(),
+                version,
+                message: match read_err {
+                    Error::NotFound { .. } => format!(
+                        "writing {log} failed ({e}) and the log does not hold it; the version was not committed"
+                    ),
+                    other => format!(
+                        "writing {log} failed ({e}) and reading it back failed too ({other}); whether the version was committed is unknown"
+                    ),
+                },
+            }),
+        },
+    }
+}
+
+/// Writes a checkpoint of `version` if the table's interval says one is due. A failure here
+/// leaves the table as it is (the commit stands; readers replay the JSON commits).
+pub async fn checkpoint_if_due(
+    storage: &dyn Storage,
+    location: &str,
+    version: u64,
+    interval: u64,
+    now_ms: i64,
+) -> Result<bool> {
+    if version == 0 || version % interval.max(1) != 0 {
+        return Ok(false);
+    }
+    let snapshot =
+        Snapshot::load_at(storage, location, super::snapshot::At::Version(version)).await?;
+    write_checkpoint(storage, &snapshot, now_ms).await?;
+    Ok(true)
 }
 
 /// Best effort: files left behind are invisible to readers, only wasted space.
@@ -296,17 +439,22 @@ pub fn encode_parquet(
     Ok(Bytes::from(writer.into_inner()?))
 }
 
-/// The table schema after appending rows of `new`: new columns are added, a column whose type
-/// changed is an error naming it.
+/// The table schema after appending rows of `new`: new columns are added (nullable, so older
+/// files read as NULL); a column whose new type the table's type holds exactly (int32 into
+/// long, float into double) is written as the table's type; any other change is an error
+/// naming the column.
 fn merge_schemas(table: &str, old: &SchemaRef, new: &SchemaRef) -> Result<SchemaRef> {
     let mut fields: Vec<_> = old.fields().iter().cloned().collect();
     for f in new.fields() {
         match old.field_with_name(f.name()) {
-            Ok(existing) if existing.data_type() != f.data_type() => {
+            Ok(existing)
+                if existing.data_type() != f.data_type()
+                    && !widens_to(f.data_type(), existing.data_type()) =>
+            {
                 return Err(Error::Table {
                     table: table.to_string(),
                     message: format!(
-                        "column `{}` is {} in the new data but {} in the table; declare its type in the spec",
+                        "column `{}` is {} in the new data but {} in the table, which cannot hold it exactly; declare its type in the spec",
                         f.name(),
                         f.data_type(),
                         existing.data_type()
@@ -314,27 +462,31 @@ fn merge_schemas(table: &str, old: &SchemaRef, new: &SchemaRef) -> Result<Schema
                 })
             }
             Ok(_) => {}
-            Err(_) => fields.push(f.clone()),
+            Err(_) => fields.push(Arc::new(f.as_ref().clone().with_nullable(true))),
         }
     }
     Ok(Arc::new(Schema::new(fields)))
 }
 
-/// A UUID-shaped id, derived from what makes a table unique (Delta wants one per table;
-/// the core has no random source of its own).
-fn table_id(location: &str, run_id: &str, now_ms: i64) -> String {
-    let hash = |salt: u8| {
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (salt, location, run_id, now_ms).hash(&mut h);
-        h.finish()
-    };
-    let (a, b) = (hash(1), hash(2));
-    format!(
-        "{:08x}-{:04x}-4{:03x}-8{:03x}-{:012x}",
-        a >> 32,
-        (a >> 16) & 0xffff,
-        a & 0xfff,
-        b >> 52,
-        b & 0xffff_ffff_ffff
-    )
+/// Whether every value of type `from` converts to `to` without loss.
+fn widens_to(from: &DataType, to: &DataType) -> bool {
+    use DataType::*;
+    match (from, to) {
+        (Int8, Int16 | Int32 | Int64) | (Int16, Int32 | Int64) | (Int32, Int64) => true,
+        (Int8 | Int16, Float32 | Float64) | (Int32, Float64) | (Float32, Float64) => true,
+        (Null, _) => true,
+        (Decimal128(p1, s1), Decimal128(p2, s2)) => {
+            s2 >= s1 && (*p2 as i16 - *s2 as i16) >= (*p1 as i16 - *s1 as i16)
+        }
+        (Int8 | Int16 | Int32 | Int64, Decimal128(p, s)) => {
+            let digits = match from {
+                Int8 => 3,
+                Int16 => 5,
+                Int32 => 10,
+                _ => 19,
+            };
+            (*p as i16 - *s as i16) >= digits
+        }
+        _ => false,
+    }
 }

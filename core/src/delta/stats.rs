@@ -1,79 +1,79 @@
 //! Per-file statistics for `add` actions (`numRecords`, `nullCount`, `minValues`,
-//! `maxValues`), which let readers skip files. Written for top-level columns whose values
-//! order simply; bounds are widened where they are rounded (timestamps to milliseconds,
-//! long strings are left out) so a reader never skips a file that holds a match.
+//! `maxValues`), which let readers skip files. Bounds are exact or absent: integers and
+//! decimals are written digit for digit (never through f64, which rounds 64-bit integers and
+//! decimals and could make a reader skip a file holding a match); timestamps, which the
+//! protocol writes in milliseconds, are widened outwards; long strings and types without a
+//! simple order get no bounds.
+
+use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
-use datafusion::arrow::compute::{cast, max, max_string, min, min_string};
+use datafusion::arrow::compute::{cast, concat, max, max_string, min, min_string};
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Float64Type, Int64Type, TimestampMicrosecondType,
+    DataType, Date32Type, Decimal128Type, DecimalType, Float64Type, Int64Type,
+    TimestampMicrosecondType,
 };
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 const MAX_STRING_STAT: usize = 32;
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Stats {
+    num_records: usize,
+    min_values: BTreeMap<String, Box<RawValue>>,
+    max_values: BTreeMap<String, Box<RawValue>>,
+    null_count: BTreeMap<String, usize>,
+}
+
 /// Statistics of the batches of one data file, as the JSON string an `add` carries.
 pub fn file_stats(batches: &[RecordBatch]) -> String {
-    let Some(first) = batches.first() else {
-        return json!({ "numRecords": 0 }).to_string();
+    let mut stats = Stats {
+        num_records: batches.iter().map(|b| b.num_rows()).sum(),
+        min_values: BTreeMap::new(),
+        max_values: BTreeMap::new(),
+        null_count: BTreeMap::new(),
     };
-    let schema = first.schema();
-    let num_records: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut nulls = Map::new();
-    let mut mins = Map::new();
-    let mut maxs = Map::new();
-    for (i, field) in schema.fields().iter().enumerate() {
-        let columns: Vec<&ArrayRef> = batches.iter().map(|b| b.column(i)).collect();
-        let null_count: usize = columns.iter().map(|c| c.null_count()).sum();
-        if matches!(
-            field.data_type(),
-            DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)
-        ) {
-            continue;
-        }
-        nulls.insert(field.name().clone(), json!(null_count));
-        if let Some((lo, hi)) = bounds(field.data_type(), &columns) {
-            mins.insert(field.name().clone(), lo);
-            maxs.insert(field.name().clone(), hi);
+    if let Some(first) = batches.first() {
+        let schema = first.schema();
+        for (i, field) in schema.fields().iter().enumerate() {
+            if matches!(
+                field.data_type(),
+                DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)
+            ) {
+                continue;
+            }
+            let chunks: Vec<&dyn Array> = batches.iter().map(|b| b.column(i).as_ref()).collect();
+            let Ok(column) = concat(&chunks) else {
+                continue;
+            };
+            stats
+                .null_count
+                .insert(field.name().clone(), column.null_count());
+            if let Some((lo, hi)) = bounds(field.data_type(), &column) {
+                stats.min_values.insert(field.name().clone(), lo);
+                stats.max_values.insert(field.name().clone(), hi);
+            }
         }
     }
-    json!({
-        "numRecords": num_records,
-        "minValues": mins,
-        "maxValues": maxs,
-        "nullCount": nulls,
-    })
-    .to_string()
+    serde_json::to_string(&stats)
+        .unwrap_or_else(|_| format!("{{\"numRecords\":{}}}", stats.num_records))
 }
 
-fn bounds(dt: &DataType, columns: &[&ArrayRef]) -> Option<(Value, Value)> {
-    let mut lo: Option<Value> = None;
-    let mut hi: Option<Value> = None;
-    for col in columns {
-        let (l, h) = column_bounds(dt, col)?;
-        lo = Some(match lo {
-            Some(cur) if !less(&l, &cur) => cur,
-            _ => l,
-        });
-        hi = Some(match hi {
-            Some(cur) if !less(&cur, &h) => cur,
-            _ => h,
-        });
-    }
-    Some((lo?, hi?))
+/// A JSON value as raw text.
+fn raw(v: impl Serialize) -> Option<Box<RawValue>> {
+    serde_json::to_string(&v)
+        .ok()
+        .and_then(|s| RawValue::from_string(s).ok())
 }
 
-fn less(a: &Value, b: &Value) -> bool {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => {
-            x.as_f64().unwrap_or(f64::NAN) < y.as_f64().unwrap_or(f64::NAN)
-        }
-        (Value::String(x), Value::String(y)) => x < y,
-        _ => false,
-    }
+/// A JSON number written exactly as `digits` (already a valid JSON number).
+fn number(digits: String) -> Option<Box<RawValue>> {
+    RawValue::from_string(digits).ok()
 }
 
-fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
+fn bounds(dt: &DataType, col: &ArrayRef) -> Option<(Box<RawValue>, Box<RawValue>)> {
     if col.null_count() == col.len() {
         return None;
     }
@@ -81,16 +81,23 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
             let c = cast(col, &DataType::Int64).ok()?;
             let c = c.as_primitive::<Int64Type>();
-            Some((json!(min(c)?), json!(max(c)?)))
+            Some((raw(min(c)?)?, raw(max(c)?)?))
         }
-        DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
+        DataType::Float32 | DataType::Float64 => {
+            // f32 → f64 is exact; serde_json prints the shortest text that reads back as the
+            // same f64.
             let c = cast(col, &DataType::Float64).ok()?;
             let c = c.as_primitive::<Float64Type>();
             let (lo, hi) = (min(c)?, max(c)?);
-            if lo.is_nan() || hi.is_nan() {
+            if !lo.is_finite() || !hi.is_finite() || c.values().iter().any(|v| v.is_nan()) {
                 return None;
             }
-            Some((json!(lo), json!(hi)))
+            Some((raw(lo)?, raw(hi)?))
+        }
+        DataType::Decimal128(p, s) => {
+            let c = col.as_primitive::<Decimal128Type>();
+            let text = |v: i128| number(Decimal128Type::format_decimal(v, *p, *s));
+            Some((text(min(c)?)?, text(max(c)?)?))
         }
         DataType::Date32 => {
             let c = col.as_primitive::<Date32Type>();
@@ -98,7 +105,7 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
                 chrono::DateTime::from_timestamp(d as i64 * 86_400, 0)
                     .map(|t| t.format("%Y-%m-%d").to_string())
             };
-            Some((json!(day(min(c)?)?), json!(day(max(c)?)?)))
+            Some((raw(day(min(c)?)?)?, raw(day(max(c)?)?)?))
         }
         DataType::Timestamp(_, _) => {
             let c = cast(
@@ -116,7 +123,7 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
                 chrono::DateTime::from_timestamp_millis(m)
                     .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
             };
-            Some((json!(ms(min(c)?, false)?), json!(ms(max(c)?, true)?)))
+            Some((raw(ms(min(c)?, false)?)?, raw(ms(max(c)?, true)?)?))
         }
         DataType::Utf8 => {
             let c = col.as_string::<i32>();
@@ -124,7 +131,7 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
             if lo.chars().count() > MAX_STRING_STAT || hi.chars().count() > MAX_STRING_STAT {
                 return None;
             }
-            Some((json!(lo), json!(hi)))
+            Some((raw(lo)?, raw(hi)?))
         }
         _ => None,
     }
@@ -134,6 +141,7 @@ fn column_bounds(dt: &DataType, col: &ArrayRef) -> Option<(Value, Value)> {
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Int32Array, StringArray};
+    use serde_json::Value;
     use std::sync::Arc;
 
     #[test]
@@ -165,5 +173,35 @@ mod tests {
         assert_eq!(v["nullCount"]["n"], 1);
         assert_eq!(v["minValues"]["s"], "a");
         assert_eq!(v["maxValues"]["s"], "z");
+    }
+
+    #[test]
+    fn big_integers_and_decimals_are_exact() {
+        use datafusion::arrow::array::{Decimal128Array, Int64Array};
+        let schema = Arc::new(datafusion::arrow::datatypes::Schema::new(vec![
+            datafusion::arrow::datatypes::Field::new("i", DataType::Int64, true),
+            datafusion::arrow::datatypes::Field::new("d", DataType::Decimal128(38, 10), true),
+        ]));
+        let big = 9_007_199_254_740_993_i64; // 2^53 + 1: not an f64
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![big, big - 1])),
+                Arc::new(
+                    Decimal128Array::from(vec![12_345_678_901_234_567_890_123_456_789_i128, -1])
+                        .with_precision_and_scale(38, 10)
+                        .unwrap(),
+                ),
+            ],
+        )
+        .unwrap();
+        let text = file_stats(&[batch]);
+        assert!(text.contains("\"i\":9007199254740993"), "{text}");
+        assert!(text.contains("\"i\":9007199254740992"), "{text}");
+        assert!(
+            text.contains("\"d\":1234567890123456789.0123456789"),
+            "{text}"
+        );
+        assert!(text.contains("\"d\":-0.0000000001"), "{text}");
     }
 }

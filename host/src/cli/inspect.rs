@@ -9,7 +9,13 @@ use medallion_host::local_fs::absolute;
 
 pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> anyhow::Result<()> {
     let storage: Arc<dyn Storage> = storage;
-    let s = summarize(&storage, &absolute(path)?).await?;
+    let location = absolute(path)?;
+    if !location.to_ascii_lowercase().ends_with(".parquet")
+        && medallion_core::delta::is_delta_table(storage.as_ref(), &location).await?
+    {
+        return history(&storage, &location, json).await;
+    }
+    let s = summarize(&storage, &location).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(());
@@ -45,6 +51,61 @@ pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> a
                 c.max.as_deref().unwrap_or("-"),
             )?;
         }
+    }
+    Ok(())
+}
+
+/// A Delta table's versions, oldest first.
+async fn history(storage: &Arc<dyn Storage>, location: &str, json: bool) -> anyhow::Result<()> {
+    let entries = medallion_core::delta::history(storage.as_ref(), location).await?;
+    if json {
+        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+        return Ok(());
+    }
+    let snapshot = medallion_core::delta::Snapshot::load(storage.as_ref(), location).await?;
+    outln!("{location}")?;
+    outln!(
+        "  version {} · {} live files · {} rows · partitioned by {}",
+        snapshot.version,
+        snapshot.files.len(),
+        snapshot
+            .num_records()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "?".into()),
+        if snapshot.metadata.partition_columns.is_empty() {
+            "nothing".to_string()
+        } else {
+            snapshot.metadata.partition_columns.join(", ")
+        }
+    )?;
+    outln!(
+        "{:>7}  {:<24} {:<24} {:>12} {:>12}  transactions",
+        "version",
+        "committed",
+        "operation",
+        "rows +",
+        "rows -"
+    )?;
+    let rows = |n: Option<u64>, files: u64| match n {
+        Some(n) => format!("{n} ({files}f)"),
+        None => format!("? ({files}f)"),
+    };
+    for e in &entries {
+        let when = medallion_core::delta::At::Timestamp(e.timestamp_ms).to_string();
+        let txns: Vec<String> = e
+            .transactions
+            .iter()
+            .map(|(app, v)| format!("{app}={v}"))
+            .collect();
+        outln!(
+            "{:>7}  {:<24} {:<24} {:>12} {:>12}  {}",
+            e.version,
+            when,
+            e.operation.as_deref().unwrap_or("-"),
+            rows(e.rows_added, e.files_added),
+            rows(e.rows_removed, e.files_removed),
+            txns.join(" ")
+        )?;
     }
     Ok(())
 }

@@ -87,6 +87,12 @@ fn table_arg(t: &str) -> anyhow::Result<(&str, &str, &'static str, String)> {
     Ok((name, path, prefix, absolute(path)?))
 }
 
+/// The folder or file a `--table` location reads, without a time-travel suffix (`@3`,
+/// `@2026-11-30T12:00:00Z`): what the guest must be granted.
+fn grant_location(location: &str) -> anyhow::Result<&str> {
+    Ok(medallion_core::query::split_time_travel(location)?.0)
+}
+
 /// The same query in a guest instance, which may read only the query's tables and the lake.
 async fn query_in_guest(
     q: Query<'_>,
@@ -108,7 +114,7 @@ async fn query_in_guest(
     }
     for t in q.tables {
         let (name, _, prefix, location) = table_arg(t)?;
-        grants.allow_pattern(&location, Access::Read);
+        grants.allow_pattern(grant_location(&location)?, Access::Read);
         tables.push((name.to_string(), format!("{prefix}{location}")));
     }
     let ctx = guest::Context {

@@ -60,6 +60,7 @@ pub async fn run_spec(
         base: local_fs::absolute(&base.to_string_lossy())?,
         run_id: medallion_host::new_run_id(),
         engine,
+        max_files_per_table: None,
     };
     let progress = Arc::new(RunProgress::new(show_progress));
     let report = match guest.engine {
@@ -97,19 +98,24 @@ pub async fn run_spec(
             })
             .await?;
             progress.finish();
-            return result.with_context(|| {
-                format!(
-                    "pipeline {} failed; no table was changed",
-                    spec_path.display()
-                )
-            });
+            return result.map_err(|e| failed(spec_path, e));
         }
     };
     progress.finish();
-    report.with_context(|| {
-        format!(
-            "pipeline {} failed; no table was changed",
-            spec_path.display()
-        )
-    })
+    report.map_err(|e| failed(spec_path, anyhow::Error::from(e)))
+}
+
+/// The error of a failed run, saying "no table was changed" only when that is true (a
+/// failure part way through committing names what did and did not commit).
+fn failed(spec_path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let unchanged = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<medallion_core::Error>())
+        .all(|c| c.changed_nothing());
+    let what = if unchanged {
+        "no table was changed"
+    } else {
+        "some tables were committed (listed below)"
+    };
+    e.context(format!("pipeline {} failed; {what}", spec_path.display()))
 }

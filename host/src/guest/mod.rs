@@ -149,6 +149,9 @@ pub enum GuestError {
     Refused(String),
     #[error("{what}: {message}")]
     Failed { what: String, message: String },
+    /// Committing the staged tables failed; the core's error says which committed.
+    #[error("committing: {0}")]
+    Commit(#[source] medallion_core::Error),
     #[error("the guest crashed while {what}: {message}{}", fmt_log(.log))]
     Crashed {
         what: String,

@@ -111,10 +111,7 @@ pub async fn commit(
     }
     pipeline::commit(storage, staged, now_ms)
         .await
-        .map_err(|e| GuestError::Failed {
-            what: "committing".into(),
-            message: e.to_string(),
-        })
+        .map_err(GuestError::Commit)
 }
 
 /// Removes the staged files of versions that will not be committed ([`pipeline::abort`]),
