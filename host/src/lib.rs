@@ -1,7 +1,9 @@
 //! medallion-host as a library: the native runtime of the core (local files, HTTP, the
-//! system clock), the wasmtime runner of the core as a sandboxed guest ([`guest`]), and the
-//! retail demo generator, shared by the CLI and the tests.
+//! system clock), the wasmtime runner of the core as a sandboxed guest ([`guest`]), the
+//! alerts of streaming runs ([`alerts`]), and the retail demo generator, shared by the CLI and
+//! the tests.
 
+pub mod alerts;
 pub mod guest;
 pub mod http;
 pub mod local_fs;

@@ -22,10 +22,12 @@ macro_rules! out {
 
 mod demo;
 mod inspect;
+mod maintain;
 mod output;
 mod progress;
 mod query;
 mod run;
+mod watch;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -47,7 +49,9 @@ mod run;
         medallion query \"SELECT * FROM sales_by_region_day LIMIT 5\" --lake ./lake\n  \
         medallion query \"SELECT count(*) FROM t\" --table t=data/*.parquet\n  \
         medallion query \"SELECT * FROM t WHERE id = 42\" --table t=https://example.com/t.parquet --stats\n  \
-        medallion inspect lake/gold/customer_segments/part-00000-*.parquet"
+        medallion query \"SELECT count(*) FROM t\" --table t=lake/gold/customer_segments@3   (time travel)\n  \
+        medallion inspect lake/gold/customer_segments          a Delta table's history\n  \
+        medallion optimize --lake lake && medallion vacuum --lake lake"
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -64,7 +68,8 @@ enum Command {
         With the default --engine guest, each table is built in its own wasm instance (tables of the same depth in \
         parallel, --instances at a time) that may read only the spec's source files and the lake and write only the \
         lake; every table is committed together at the end. Example:\n  \
-        medallion run pipeline.toml --lake lake --max-memory 512MiB --timeout 600"
+        medallion run pipeline.toml --lake lake --max-memory 512MiB --timeout 600\n\n\
+        With --watch it keeps running in micro-batches (native engine), with alerts; see --help."
     )]
     Run {
         /// The pipeline spec (TOML).
@@ -79,6 +84,8 @@ enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         guest: GuestArgs,
+        #[command(flatten)]
+        watch: watch::WatchArgs,
     },
     /// Run SQL over Parquet files, globs and Delta tables.
     #[command(
@@ -108,15 +115,71 @@ enum Command {
         #[command(flatten)]
         guest: GuestArgs,
     },
-    /// Show the schema, row groups, sizes and statistics of a Parquet file.
+    /// Show a Delta table's history, or a Parquet file's schema, row groups and statistics.
+    #[command(
+        after_help = "For a Delta table (a folder with _delta_log/): one line per version still in the log — \
+        when it was committed, the operation, files and rows added and removed, and stream/CDC progress (txn). \
+        Any of these versions can be queried with --table NAME=PATH@VERSION or PATH@2026-11-30T12:00:00Z.\n\
+        For a Parquet file: the footer's schema, row groups, column chunk sizes, compression and min/max."
+    )]
     Inspect {
-        /// A Parquet file.
+        /// A Delta table folder or a Parquet file (local path or http(s) URL).
         path: String,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         engine: EngineArgs,
+    },
+    /// Compact a table's small files into large ones, in one commit readers do not notice.
+    #[command(
+        after_help = "Files smaller than --target-size are merged, partition by partition, into files of about \
+        that size; the commit removes the small files and adds the large ones with dataChange=false, so every \
+        version reads the same rows and streaming readers see no new data. The small files stay on disk \
+        (older versions reference them) until `medallion vacuum` removes them after the retention period.\n\
+        Examples:\n  medallion optimize lake/bronze/clicks_raw\n  medallion optimize --lake lake --target-size 64MiB"
+    )]
+    Optimize {
+        /// Tables to compact (Delta table folders).
+        tables: Vec<String>,
+        /// Compact every table of this lake.
+        #[arg(long)]
+        lake: Option<String>,
+        /// Files smaller than this are compacted into files of about this size.
+        #[arg(long, default_value = "128MiB", value_parser = parse_size, value_name = "SIZE")]
+        target_size: usize,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List (dry run, the default) or remove data files no version within the retention references.
+    #[command(
+        after_help = "A data file is removed only if it is not live in the latest version, was removed from the \
+        table more than --retention-hours ago (default: the table's delta.deletedFileRetentionDuration, 7 days), \
+        and is itself older than that — so readers of recent versions, time travel within the retention, and \
+        writers whose commits are in progress keep their files. Without --apply nothing is deleted.\n\
+        Examples:\n  medallion vacuum --lake lake                  list what would be removed\n  \
+        medallion vacuum --lake lake --apply\n  \
+        medallion vacuum lake/silver/orders --retention-hours 0 --force --apply   (breaks time travel)"
+    )]
+    Vacuum {
+        /// Tables to vacuum (Delta table folders).
+        tables: Vec<String>,
+        /// Vacuum every table of this lake.
+        #[arg(long)]
+        lake: Option<String>,
+        /// Keep files removed less than this many hours ago (default: the table's retention, 7 days).
+        #[arg(long, value_name = "HOURS")]
+        retention_hours: Option<f64>,
+        /// Allow a retention shorter than the table's own (breaks time travel to older versions).
+        #[arg(long)]
+        force: bool,
+        /// Delete the files (without it, only list them).
+        #[arg(long)]
+        apply: bool,
+        /// Print a JSON report.
+        #[arg(long)]
+        json: bool,
     },
     /// Generate the retail demo data (if absent), run its pipeline into a lake, print the gold tables.
     Demo {
@@ -308,7 +371,19 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lake,
             json,
             engine,
+            guest: _,
+            watch,
+        } if watch.watch => {
+            let storage = engine.storage()?;
+            watch::watch(&spec, &lake, json, storage, engine.options(), watch).await
+        }
+        Command::Run {
+            spec,
+            lake,
+            json,
+            engine,
             guest,
+            watch: _,
         } => {
             run::run(
                 &spec,
@@ -342,6 +417,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Inspect { path, json, engine } => {
             inspect::inspect(&path, json, engine.storage()?).await
+        }
+        Command::Optimize {
+            tables,
+            lake,
+            target_size,
+            json,
+        } => maintain::optimize(&tables, lake.as_deref(), target_size as u64, json).await,
+        Command::Vacuum {
+            tables,
+            lake,
+            retention_hours,
+            force,
+            apply,
+            json,
+        } => {
+            let retention = retention_hours.map(|h| (h * 3.6e6) as i64);
+            maintain::vacuum(&tables, lake.as_deref(), retention, force, apply, json).await
         }
         Command::Demo {
             dir,
