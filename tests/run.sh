@@ -56,6 +56,9 @@ step "Delta corpus: Medallion reads tables deltalake wrote (checkpoints, partiti
 step "Retail pipeline against an independent implementation: DuckDB from the same sources, row for row"
 "$VENV/bin/python" tests/retail_reference.py "$bin" "$work/reference"
 
+step "Delta lifecycle: tables Medallion writes, through runs, checkpoints, optimize, vacuum and time travel, read alike in deltalake, DuckDB and Medallion"
+"$VENV/bin/python" tests/delta_lifecycle.py "$bin"
+
 step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile)"
 npm run build
 
