@@ -400,7 +400,7 @@ pub async fn watch(
             }
             if !ingested.is_empty()
                 && args.optimize_every > 0
-                && ingesting_batches % args.optimize_every == 0
+                && ingesting_batches.is_multiple_of(args.optimize_every)
             {
                 optimize(storage.as_ref(), &bronze, &lake, &clock, json).await?;
             }
