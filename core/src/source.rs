@@ -130,7 +130,10 @@ fn parse_parquet(location: &str, bytes: &Bytes) -> Parsed {
 
 fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Parsed {
     let mut rescued = Vec::new();
-    let mut rows: Vec<(u64, serde_json::Value)> = Vec::new();
+    // Each good line's number, text and parsed value: the value serves inference and checks;
+    // the text is what is decoded, so numbers keep every digit (a decimal(38,10) never passes
+    // through f64) and a rescued row shows the line as it was.
+    let mut rows: Vec<(u64, String, serde_json::Value)> = Vec::new();
     for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
         let line = i as u64 + 1;
         let text = String::from_utf8_lossy(raw);
@@ -142,7 +145,7 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
             Ok(v @ serde_json::Value::Object(_)) => {
                 match declared.and_then(|s| non_integral(s, &v)) {
                     Some(reason) => rescued.push(rescue(location, line, text, reason)),
-                    None => rows.push((line, v)),
+                    None => rows.push((line, text.to_string(), v)),
                 }
             }
             Ok(_) => rescued.push(rescue(location, line, text, "not a JSON object".into())),
@@ -151,20 +154,36 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
     }
     let schema: SchemaRef = match declared {
         Some(s) => Arc::new(s.clone()),
-        None => match infer_json_schema_from_iterator(rows.iter().map(|(_, v)| Ok(v.clone()))) {
+        None => match infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v.clone()))) {
             Ok(s) => Arc::new(s),
             Err(e) => return whole_file_rescue(location, format!("cannot infer a schema: {e}")),
         },
     };
-    let decode = |rows: &[(u64, serde_json::Value)]| -> Result<Option<RecordBatch>, String> {
-        let mut decoder = ReaderBuilder::new(schema.clone())
-            .with_coerce_primitive(true)
-            .build_decoder()
-            .map_err(|e| e.to_string())?;
-        let values: Vec<&serde_json::Value> = rows.iter().map(|(_, v)| v).collect();
-        decoder.serialize(&values).map_err(|e| e.to_string())?;
-        decoder.flush().map_err(|e| e.to_string())
-    };
+    let decode =
+        |rows: &[(u64, String, serde_json::Value)]| -> Result<Option<RecordBatch>, String> {
+            let mut decoder = ReaderBuilder::new(schema.clone())
+                .with_coerce_primitive(true)
+                .with_batch_size(rows.len() + 1)
+                .build_decoder()
+                .map_err(|e| e.to_string())?;
+            let mut text = String::new();
+            for (_, line, _) in rows {
+                text.push_str(line);
+                text.push('\n');
+            }
+            let mut rest = text.as_bytes();
+            while !rest.is_empty() {
+                let n = decoder.decode(rest).map_err(|e| e.to_string())?;
+                if n == 0 {
+                    if rest.iter().all(u8::is_ascii_whitespace) {
+                        break;
+                    }
+                    return Err("the JSON decoder stopped before the end of the input".into());
+                }
+                rest = &rest[n..];
+            }
+            decoder.flush().map_err(|e| e.to_string())
+        };
     let mut batches = Vec::new();
     for chunk in rows.chunks(BATCH_ROWS) {
         match decode(chunk) {
@@ -175,7 +194,7 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
                 for row in chunk {
                     match decode(std::slice::from_ref(row)) {
                         Ok(b) => batches.extend(b),
-                        Err(e) => rescued.push(rescue(location, row.0, &row.1.to_string(), e)),
+                        Err(e) => rescued.push(rescue(location, row.0, &row.1, e)),
                     }
                 }
             }
@@ -399,6 +418,43 @@ mod tests {
         assert_eq!(p.rows(), 2);
         assert_eq!(p.rescued.len(), 1);
         assert_eq!(p.rescued[0].line, 2);
+    }
+
+    #[test]
+    fn ndjson_numbers_keep_every_digit_and_fractions_in_integers_are_rescued() {
+        let schema = Schema::new(vec![
+            Field::new("d", DataType::Decimal128(38, 10), true),
+            Field::new("q", DataType::Int64, true),
+            Field::new("x", DataType::Float64, true),
+        ]);
+        let data = Bytes::from_static(
+            b"{\"d\":123456789012345678901234.5678901234,\"q\":-0,\"x\":989.9951327998887}\n{\"q\": 7.9}\n",
+        );
+        let p = parse(
+            "/x.ndjson",
+            Format::Ndjson,
+            &data,
+            Some(&schema),
+            &CsvOptions::default(),
+        );
+        assert_eq!(p.rows(), 1);
+        let b = &p.batches[0];
+        let d = b
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Decimal128Type>();
+        assert_eq!(d.value_as_string(0), "123456789012345678901234.5678901234");
+        assert_eq!(b.column(1).as_primitive::<Int64Type>().value(0), 0);
+        let x = b
+            .column(2)
+            .as_primitive::<datafusion::arrow::datatypes::Float64Type>();
+        assert_eq!(x.value(0), 989.9951327998887);
+        assert_eq!(p.rescued.len(), 1);
+        assert_eq!(p.rescued[0].raw, "{\"q\": 7.9}", "the line as it was");
+        assert!(
+            p.rescued[0].error.contains("not an integer"),
+            "{}",
+            p.rescued[0].error
+        );
     }
 
     #[test]

@@ -303,9 +303,14 @@ impl Snapshot {
         })
     }
 
-    /// The full location of a file given by its decoded path.
+    /// The full location of a file given by its decoded path. Below a URL the path is
+    /// percent-encoded again, as the log has it: a folder named `k=a%2Fb` is `k%3Da%252Fb`
+    /// in a URL, or the server would decode it into another name.
     pub fn file_location(&self, path: &str) -> String {
-        absolute_location(path).unwrap_or_else(|| join(&self.location, path))
+        absolute_location(path).unwrap_or_else(|| match is_url(&self.location) {
+            true => join(&self.location, &super::actions::encode_path(path)),
+            false => join(&self.location, path),
+        })
     }
 
     /// Full locations and sizes of the live data files.
@@ -323,11 +328,18 @@ impl Snapshot {
             .map(|(p, a)| LiveFile {
                 location: self.file_location(p),
                 size: a.size.max(0) as u64,
+                // The protocol reads an empty partition value as NULL.
                 partition_values: self
                     .metadata
                     .partition_columns
                     .iter()
-                    .map(|c| a.partition_values.get(c).cloned().flatten())
+                    .map(|c| {
+                        a.partition_values
+                            .get(c)
+                            .cloned()
+                            .flatten()
+                            .filter(|v| !v.is_empty())
+                    })
                     .collect(),
             })
             .collect()
