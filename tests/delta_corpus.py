@@ -16,7 +16,8 @@ each exercising one part of the protocol a reader must get right:
                     é, 日本, "" and NULL): add.path is URI-encoded, folders are escaped
   part_int_date     partitioned by an int and a date, with NULLs and pre-1970 dates
   schema_evolution  appends that add nullable columns (schema_mode="merge"), then one without
-  deletion_vectors  delta.enableDeletionVectors=true: Medallion must refuse, naming the feature
+  deletion_vectors  the deletionVectors feature, and a file re-added with an inline deletion vector
+                    (written by hand: deltalake never writes one): Medallion must refuse, naming it
   column_mapping    delta.columnMapping.mode=name: Medallion must refuse, naming the feature
 
 Every table has int32, int64 (with values above 2^53), float64, decimal(18,4), decimal(38,10),
@@ -289,10 +290,38 @@ def build_deletion_vectors(path):
                   for line in open(os.path.join(path, "_delta_log", f))
                   if '"add"' in line and json.loads(line).get("add", {}).get("deletionVector"))
     p = dt.protocol()
-    return [f"protocol reader v{p.min_reader_version} features {p.reader_features}; "
-            f"{with_dv} add actions carry a deletion vector"
-            + ("" if with_dv else " (deltalake rewrote the files instead of writing DVs)"),
-            reference_reads(path)]
+    notes = [f"protocol reader v{p.min_reader_version} features {p.reader_features}; "
+             f"{with_dv} add actions carry a deletion vector"
+             + ("" if with_dv else " (deltalake rewrote the files instead of writing DVs)")]
+    if not with_dv:
+        # A table that only enables the feature is readable as it is; the case Medallion must
+        # refuse is a file that has a deletion vector. deltalake does not write one, so the
+        # next commit re-adds a live file with an inline deletion vector (the protocol's
+        # descriptor: storage type "i", the bitmap z85-encoded inline), as Spark would.
+        version = dt.version()
+        live = None
+        for f in sorted(log_files(path)):
+            if f.endswith(".json"):
+                for line in open(os.path.join(path, "_delta_log", f)):
+                    action = json.loads(line)
+                    if "add" in action:
+                        live = action["add"]
+                    elif "remove" in action and live and action["remove"]["path"] == live["path"]:
+                        live = None
+        assert live, "the deletion-vector table has no live file to mark"
+        dv = {"storageType": "i", "pathOrInlineDv": "wi5b=000010000siXQKl0rr91000f55c8Xg0@@D72lkbi5=-{L",
+              "sizeInBytes": 36, "cardinality": 1}
+        now = int(time.time() * 1000)
+        entry = [{"commitInfo": {"timestamp": now, "operation": "DELETE"}},
+                 {"remove": {"path": live["path"], "deletionTimestamp": now, "dataChange": True,
+                             "extendedFileMetadata": True, "partitionValues": {},
+                             "size": live["size"]}},
+                 {"add": {**live, "modificationTime": now, "dataChange": True,
+                          "deletionVector": dv}}]
+        with open(os.path.join(path, "_delta_log", f"{version + 1:020}.json"), "x") as out:
+            out.write("".join(json.dumps(a) + "\n" for a in entry))
+        notes.append(f"v{version + 1}: one live file re-added with an inline deletion vector (by hand)")
+    return notes + [reference_reads(path)]
 
 
 def build_column_mapping(path):
