@@ -6,7 +6,7 @@ import { after, before, test } from 'node:test';
 import { tableFromIPC } from 'apache-arrow';
 import { Medallion, MedallionError } from '../../wasm/js/index.js';
 import { GOLD, queryCases, runQueryCases, runRetailPipeline } from './cases.mjs';
-import { demoFixture, nativeRows, startServer } from './support.mjs';
+import { demoFixture, nativeBin, nativeRows, startServer } from './support.mjs';
 
 let server;
 let fx;
@@ -100,4 +100,36 @@ test('a trap rejects the call and the next call runs on a fresh instance', async
   await assert.rejects(m._panicForTests(false), (e) => e.trapped === true && /deliberate panic/.test(e.message));
   // Same object, fresh module instance, tables registered again.
   assert.deepEqual((await m.sql('SELECT count(*) AS n FROM inv')).toArray(), before);
+});
+
+test('registerDelta reads earlier versions by number and by time, as the native CLI does', async () => {
+  // A lake with two versions of bronze: the demo, then one more day.
+  const { execFileSync } = await import('node:child_process');
+  const fs = await import('node:fs');
+  const root = `${fx.dir}-history`;
+  fs.rmSync(root, { recursive: true, force: true });
+  const demo = (...more) => execFileSync(nativeBin(),
+    ['demo', '--dir', `${root}/retail`, '--lake', `${root}/lake`, '--scale', '0.1', '--engine', 'native', ...more],
+    { stdio: 'pipe' });
+  demo();
+  demo('--more');
+  const table = `${root}/lake/bronze/orders_raw`;
+  const url = `${server.base}/${table.slice(table.indexOf('tests/js/'))}`;
+  const count = 'SELECT count(*) AS n FROM o';
+  const native = (at) => nativeRows({ sql: count, tables: [['o', `${table}@${at}`, 'delta']] })[0].n;
+  const m = await Medallion.create();
+  await m.registerDelta('o', url, { version: 0 });
+  const v0 = (await m.sql(count)).toArray()[0].n;
+  await m.registerDelta('o', url);
+  const latest = (await m.sql(count)).toArray()[0].n;
+  assert.equal(v0, native(0));
+  assert.ok(latest > v0, `one more day adds orders (${v0} → ${latest})`);
+  await m.registerDelta('o', url, { timestamp: '2999-01-01T00:00:00Z' });
+  assert.equal((await m.sql(count)).toArray()[0].n, latest);
+  await assert.rejects(m.registerDelta('o', url, { timestamp: '2000-01-01T00:00:00Z' }),
+    (e) => e instanceof MedallionError && /earliest/.test(e.message));
+  await assert.rejects(m.registerDelta('o', url, { version: 99 }),
+    (e) => e instanceof MedallionError && /no version 99/.test(e.message));
+  await assert.rejects(m.registerDelta('o', url, { versoin: 1 }),
+    (e) => e instanceof MedallionError && /unknown option `versoin`/.test(e.message));
 });
