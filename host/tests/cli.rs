@@ -134,6 +134,16 @@ fn failures_exit_non_zero_and_say_what_failed() {
         "{err}"
     );
     assert!(!dir.path().join("lake").exists(), "nothing written");
+    let out = medallion(dir.path(), &["run", "bad.toml", "--json"]);
+    assert!(!out.status.success());
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    assert_eq!(report["changed_nothing"], true, "{report}");
+    assert_eq!(report["committed"], serde_json::json!([]));
+    assert!(
+        report["error"].as_str().unwrap().contains("nowhere"),
+        "{report}"
+    );
 
     let out = medallion(
         dir.path(),

@@ -23,7 +23,15 @@ pub async fn run(
     engine: EngineOptions,
     guest: GuestArgs,
 ) -> anyhow::Result<()> {
-    let report = run_spec(spec_path, lake, !json, storage, engine, guest).await?;
+    let report = match run_spec(spec_path, lake, !json, storage, engine, guest).await {
+        Ok(r) => r,
+        Err(e) if json => {
+            // Programs reading --json learn on stdout what the lake now holds.
+            outln!("{}", serde_json::to_string_pretty(&failure_json(&e))?)?;
+            return Err(e);
+        }
+        Err(e) => return Err(e),
+    };
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else {
@@ -103,6 +111,35 @@ pub async fn run_spec(
     };
     progress.finish();
     report.map_err(|e| failed(spec_path, anyhow::Error::from(e)))
+}
+
+/// A failed run as JSON: the error, whether any table changed, and which committed.
+fn failure_json(e: &anyhow::Error) -> serde_json::Value {
+    let core = e
+        .chain()
+        .find_map(|c| c.downcast_ref::<medallion_core::Error>());
+    let (committed, not_committed) = match core {
+        Some(medallion_core::Error::PartialCommit {
+            committed,
+            not_committed,
+            ..
+        }) => (committed.clone(), not_committed.clone()),
+        _ => (vec![], vec![]),
+    };
+    let changed_nothing = e
+        .chain()
+        .filter_map(|c| c.downcast_ref::<medallion_core::Error>())
+        .all(|c| c.changed_nothing());
+    serde_json::json!({
+        "ok": false,
+        "error": format!("{e:#}"),
+        "changed_nothing": changed_nothing,
+        "committed": committed
+            .iter()
+            .map(|(t, v)| serde_json::json!({ "table": t, "version": v }))
+            .collect::<Vec<_>>(),
+        "not_committed": not_committed,
+    })
 }
 
 /// The error of a failed run, saying "no table was changed" only when that is true (a
