@@ -407,7 +407,7 @@ pub async fn checkpoint_if_due(
     interval: u64,
     now_ms: i64,
 ) -> Result<bool> {
-    if version == 0 || version % interval.max(1) != 0 {
+    if version == 0 || !version.is_multiple_of(interval.max(1)) {
         return Ok(false);
     }
     let snapshot =
