@@ -161,12 +161,17 @@ pub fn encode_checkpoint(location: &str, actions: &[Action]) -> Result<Bytes> {
         if let Some(b) = decoder.flush().map_err(|e| err(&e))? {
             batches.push(b);
         }
+        if n == 0 && !rest.iter().all(u8::is_ascii_whitespace) {
+            return Err(err(&"the action decoder stopped before the last action"));
+        }
         if n == 0 {
             break;
         }
     }
-    if let Some(b) = decoder.flush().map_err(|e| err(&e))? {
-        batches.push(b);
+    // A checkpoint missing an action would make readers lose files: count them.
+    let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
+    if rows != actions.len() {
+        return Err(err(&format!("{rows} rows for {} actions", actions.len())));
     }
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)

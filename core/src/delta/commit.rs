@@ -86,12 +86,71 @@ pub struct CommitRequest {
 
 /// The checkpoint interval of a table (its property, or the default).
 pub fn checkpoint_interval(configuration: &HashMap<String, Option<String>>) -> u64 {
-    configuration
-        .get(CHECKPOINT_INTERVAL_KEY)
-        .and_then(|v| v.as_deref())
+    parse_interval(
+        configuration
+            .get(CHECKPOINT_INTERVAL_KEY)
+            .and_then(|v| v.as_deref()),
+    )
+}
+
+/// A `delta.checkpointInterval` value; the default if absent, zero or not a number.
+fn parse_interval(value: Option<&str>) -> u64 {
+    value
         .and_then(|v| v.trim().parse::<u64>().ok())
         .filter(|n| *n > 0)
         .unwrap_or(DEFAULT_CHECKPOINT_INTERVAL)
+}
+
+/// One data file to write: rows of one partition, and what its `add` records.
+pub(crate) struct NewFile<'a> {
+    /// The table's location.
+    pub table: &'a str,
+    pub partition_columns: &'a [String],
+    /// Values of the partition columns (`None`: NULL).
+    pub partition_values: Vec<Option<String>>,
+    /// The data files' schema (partition columns left out).
+    pub schema: &'a SchemaRef,
+    pub batches: &'a [RecordBatch],
+    pub tags: HashMap<String, Option<String>>,
+    pub now_ms: i64,
+    /// False for rewrites that keep the same rows (optimize).
+    pub data_change: bool,
+    /// Its place among the files of one commit, for readable names.
+    pub index: usize,
+}
+
+impl NewFile<'_> {
+    /// Encodes the file and writes it under a fresh UUID name with put-if-absent (so no file a
+    /// log may reference is ever replaced); returns its location and `add` action.
+    pub async fn write(&self, storage: &dyn Storage) -> Result<(String, Add)> {
+        let relative = format!(
+            "{}part-{:05}-{}.c000.snappy.parquet",
+            partition_dir(self.partition_columns, &self.partition_values),
+            self.index,
+            uuid::Uuid::new_v4()
+        );
+        let location = join(self.table, &relative);
+        let bytes = encode_parquet(self.schema, self.batches)
+            .context(|| format!("{location}: encoding Parquet"))?;
+        let size = bytes.len() as i64;
+        storage.put_if_absent(&location, bytes).await?;
+        let add = Add {
+            path: encode_path(&relative),
+            partition_values: self
+                .partition_columns
+                .iter()
+                .cloned()
+                .zip(self.partition_values.iter().cloned())
+                .collect(),
+            size,
+            modification_time: self.now_ms,
+            data_change: self.data_change,
+            stats: Some(file_stats(self.batches)),
+            tags: (!self.tags.is_empty()).then(|| self.tags.clone()),
+            deletion_vector: None,
+        };
+        Ok((location, add))
+    }
 }
 
 impl TableWrite {
@@ -202,51 +261,46 @@ impl TableWrite {
                     .into_iter()
                     .map(|v| v.filter(|s| !s.is_empty()))
                     .collect();
-                let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-                let bytes = encode_parquet(&file_schema, &batches)
-                    .context(|| format!("table `{table}`: encoding Parquet"))?;
-                let relative = format!(
-                    "{}part-{:05}-{}.c000.snappy.parquet",
-                    partition_dir(&partition_columns, &values),
-                    written.len(),
-                    uuid::Uuid::new_v4()
-                );
-                let location = join(&self.location, &relative);
-                let size = bytes.len() as i64;
-                if let Err(e) = storage.put_if_absent(&location, bytes).await {
-                    remove_all(storage, &written).await;
-                    return Err(e);
-                }
+                let tags = file
+                    .tags
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Some(v.clone())))
+                    .collect();
+                let new_file = NewFile {
+                    table: &self.location,
+                    partition_columns: &partition_columns,
+                    partition_values: values,
+                    schema: &file_schema,
+                    batches: &batches,
+                    tags,
+                    now_ms: self.now_ms,
+                    data_change: true,
+                    index: written.len(),
+                };
+                let (location, add) = match new_file.write(storage).await {
+                    Ok(w) => w,
+                    Err(e) => {
+                        remove_all(storage, &written).await;
+                        return Err(e);
+                    }
+                };
                 live_files.push(LiveFile {
                     location: location.clone(),
-                    size: size as u64,
-                    partition_values: values.clone(),
+                    size: add.size as u64,
+                    partition_values: new_file.partition_values.clone(),
                 });
                 written.push(location);
-                bytes_written += size as u64;
-                rows_written += rows as u64;
-                actions.push(Action::Add(Add {
-                    path: encode_path(&relative),
-                    partition_values: partition_columns.iter().cloned().zip(values).collect(),
-                    size,
-                    modification_time: self.now_ms,
-                    data_change: true,
-                    stats: Some(file_stats(&batches)),
-                    tags: (!file.tags.is_empty()).then(|| {
-                        file.tags
-                            .iter()
-                            .map(|(k, v)| (k.clone(), Some(v.clone())))
-                            .collect()
-                    }),
-                    deletion_vector: None,
-                }));
+                bytes_written += add.size as u64;
+                rows_written += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+                actions.push(Action::Add(add));
             }
         }
 
         let log_entry = log_bytes(&table, &actions)?;
-        let configuration = match (&base, self.configuration.get(CHECKPOINT_INTERVAL_KEY)) {
-            (_, Some(v)) => v.trim().parse().unwrap_or(DEFAULT_CHECKPOINT_INTERVAL),
-            (Some(b), None) => checkpoint_interval(&b.metadata.configuration),
+        // The interval this write sets, else the table's, else the default.
+        let interval = match (self.configuration.get(CHECKPOINT_INTERVAL_KEY), base) {
+            (Some(v), _) => parse_interval(Some(v)),
+            (None, Some(b)) => checkpoint_interval(&b.metadata.configuration),
             (None, None) => DEFAULT_CHECKPOINT_INTERVAL,
         };
         Ok(CommitRequest {
@@ -260,7 +314,7 @@ impl TableWrite {
             partition_columns,
             live_files,
             log_entry,
-            checkpoint_interval: configuration.max(1),
+            checkpoint_interval: interval,
         })
     }
 
@@ -417,7 +471,7 @@ pub async fn checkpoint_if_due(
 }
 
 /// Best effort: files left behind are invisible to readers, only wasted space.
-async fn remove_all(storage: &dyn Storage, locations: &[String]) {
+pub(crate) async fn remove_all(storage: &dyn Storage, locations: &[String]) {
     for l in locations {
         let _ = storage.delete(l).await;
     }

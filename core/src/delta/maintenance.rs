@@ -10,16 +10,15 @@ use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde::Serialize;
 use serde_json::json;
 
-use super::actions::{encode_path, Action, Add};
+use super::actions::{Action, Add};
 use super::commit::{
-    checkpoint_if_due, checkpoint_interval, encode_parquet, log_bytes, publish, remove_of,
+    checkpoint_if_due, checkpoint_interval, log_bytes, publish, remove_all, remove_of, NewFile,
 };
-use super::partition::{file_schema, partition_dir};
+use super::partition::file_schema;
 use super::schema::cast_batch;
 use super::snapshot::{retention_ms, Snapshot, DELETED_FILE_RETENTION_KEY};
-use super::stats::file_stats;
 use crate::error::{Context, Error, Result};
-use crate::storage::{join, Storage};
+use crate::storage::Storage;
 
 /// What [`vacuum`] found, and removed unless it was a dry run.
 #[derive(Debug, Clone, Serialize)]
@@ -203,43 +202,32 @@ pub async fn optimize(
                 report.files_removed += 1;
                 report.bytes_removed += add.size.max(0) as u64;
             }
-            let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-            let bytes = encode_parquet(&data_schema, &batches)
-                .context(|| format!("{location}: encoding Parquet"))?;
-            let relative = format!(
-                "{}part-{:05}-{}.c000.snappy.parquet",
-                partition_dir(&partition_columns, &values),
-                written.len(),
-                uuid::Uuid::new_v4()
-            );
-            let file = join(location, &relative);
-            let size = bytes.len() as i64;
-            if let Err(e) = storage.put_if_absent(&file, bytes).await {
-                remove_written(storage, &written).await;
-                return Err(e);
-            }
+            let new_file = NewFile {
+                table: location,
+                partition_columns: &partition_columns,
+                partition_values: values.clone(),
+                schema: &data_schema,
+                batches: &batches,
+                tags: tags
+                    .into_iter()
+                    .map(|(k, v)| (k, Some(v.join("\n"))))
+                    .collect(),
+                now_ms,
+                data_change: false,
+                index: written.len(),
+            };
+            let (file, add) = match new_file.write(storage).await {
+                Ok(w) => w,
+                Err(e) => {
+                    remove_all(storage, &written).await;
+                    return Err(e);
+                }
+            };
             written.push(file);
             report.files_added += 1;
-            report.bytes_added += size as u64;
-            report.rows += rows as u64;
-            actions.push(Action::Add(Add {
-                path: encode_path(&relative),
-                partition_values: partition_columns
-                    .iter()
-                    .cloned()
-                    .zip(values.clone())
-                    .collect(),
-                size,
-                modification_time: now_ms,
-                data_change: false,
-                stats: Some(file_stats(&batches)),
-                tags: (!tags.is_empty()).then(|| {
-                    tags.into_iter()
-                        .map(|(k, v)| (k, Some(v.join("\n"))))
-                        .collect()
-                }),
-                deletion_vector: None,
-            }));
+            report.bytes_added += add.size as u64;
+            report.rows += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            actions.push(Action::Add(add));
         }
     }
     if written.is_empty() {
@@ -249,7 +237,7 @@ pub async fn optimize(
     let entry = log_bytes(location, &actions)?;
     if let Err(e) = publish(storage, location, location, version, entry).await {
         if matches!(e, Error::CommitConflict { .. }) {
-            remove_written(storage, &written).await;
+            remove_all(storage, &written).await;
         }
         return Err(e);
     }
@@ -257,12 +245,6 @@ pub async fn optimize(
     let _ = checkpoint_if_due(storage, location, version, interval, now_ms).await;
     report.version = Some(version);
     Ok(report)
-}
-
-async fn remove_written(storage: &dyn Storage, files: &[String]) {
-    for f in files {
-        let _ = storage.delete(f).await;
-    }
 }
 
 /// The rows of one data file, as the table's current data schema (older files lack columns

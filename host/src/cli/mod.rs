@@ -321,17 +321,21 @@ impl GuestArgs {
     }
 }
 
-/// `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
-fn parse_size(text: &str) -> Result<usize, String> {
+/// `1.5GiB` → (1.5, "GiB"): a number and the unit after it, for sizes and durations.
+pub(crate) fn number_and_unit(text: &str) -> Option<(f64, &str)> {
     let t = text.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
-    let scale: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+    Some((number.parse().ok()?, unit.trim()))
+}
+
+/// `512MiB`, `2GiB`, `1.5GB`, `1000000` (bytes).
+fn parse_size(text: &str) -> Result<usize, String> {
+    let (n, unit) = number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a size like 512MiB or 2GiB"))?;
+    let scale: f64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1.0,
         "k" | "kib" => 1024.0,
         "m" | "mib" => 1024.0 * 1024.0,

@@ -76,15 +76,9 @@ pub struct WatchArgs {
 
 /// `500ms`, `2s`, `1.5s`, `1m`, or a bare number of milliseconds.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
-    let n: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 2s or 1m"))?;
-    let ms = match unit.trim() {
+    let (n, unit) = super::number_and_unit(text)
+        .ok_or_else(|| format!("`{text}` is not a duration like 500ms, 2s or 1m"))?;
+    let ms = match unit {
         "" | "ms" => n,
         "s" => n * 1e3,
         "m" | "min" => n * 60e3,
