@@ -150,9 +150,18 @@ class Producer(threading.Thread):
         self.started = None
 
     def run(self):
+        if self.burst:
+            # Written first, then renamed in one go: the clock starts at the renames.
+            for n, text in self.files:
+                (self.folder / f".{n:07d}.tmp").write_text(text)
+            self.started = time.time()
+            for n, _ in self.files:
+                os.rename(self.folder / f".{n:07d}.tmp", self.folder / f"{n:07d}.csv")
+                self.dropped[n] = time.time()
+            return
         self.started = time.time()
         for i, (n, text) in enumerate(self.files):
-            due = self.started + (0 if self.burst else i / FILES_PER_SECOND)
+            due = self.started + i / FILES_PER_SECOND
             time.sleep(max(0.0, due - time.time()))
             tmp = self.folder / f".{n:07d}.tmp"
             tmp.write_text(text)
@@ -354,7 +363,7 @@ def main():
     ap.add_argument("--bin", help="a medallion binary (default: build the release one)")
     ap.add_argument("--rates", default="1000,10000", help="offered events/s, comma-separated")
     ap.add_argument("--seconds", type=float, default=30.0, help="how long the producer runs")
-    ap.add_argument("--burst-events", type=int, default=300_000,
+    ap.add_argument("--burst-events", type=int, default=1_000_000,
                     help="also: this many events dropped at once, for the drain rate (0: skip)")
     ap.add_argument("--products", type=int, default=5000)
     ap.add_argument("--trigger-interval", type=int, default=200, help="ms, both engines")

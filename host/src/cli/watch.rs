@@ -515,6 +515,7 @@ impl Batch<'_> {
             "alerts": self.alerts,
             "latency_ms": self.latency_ms,
             "pending_files": self.pending,
+            "stages": self.report.stages,
             "ms": self.ms,
         })
     }
