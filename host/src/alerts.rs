@@ -362,10 +362,19 @@ impl Emitter {
         });
     }
 
-    /// Delivers what is queued, records it, and stops.
-    pub async fn finish(self) {
+    /// Delivers what is queued, records it, and stops; gives up after `patience` (a webhook
+    /// that is down), leaving the undelivered alerts unrecorded, so a restart emits them.
+    pub async fn finish(self, patience: Duration) {
         drop(self.queue);
-        let _ = self.task.await;
+        let mut task = self.task;
+        if tokio::time::timeout(patience, &mut task).await.is_err() {
+            task.abort();
+            eprintln!(
+                "warning: alerts still undelivered to {} after {} s; they are emitted again on the next start",
+                self.sink,
+                patience.as_secs()
+            );
+        }
     }
 }
 

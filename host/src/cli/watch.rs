@@ -412,7 +412,7 @@ pub async fn watch(
     }
 
     if let Some(state) = alerting {
-        state.emitter.finish().await;
+        state.emitter.finish(Duration::from_secs(30)).await;
     }
     if json {
         emit_json(&json!({ "event": "stopped", "batches": batches }))?;
