@@ -13,7 +13,8 @@ pub enum Error {
     #[error("already exists: {location}")]
     AlreadyExists { location: String },
 
-    #[error("reading {location}{}: {message}", fmt_range(.range))]
+    /// A read, write or listing that failed (for reads, with the byte range).
+    #[error("{location}{}: {message}", fmt_range(.range))]
     Io {
         location: String,
         range: Option<Range<u64>>,
@@ -22,6 +23,10 @@ pub enum Error {
 
     #[error("pipeline spec: {0}")]
     Spec(String),
+
+    /// A location Medallion cannot use: a scheme it does not speak, a bucket that is not there.
+    #[error("{location}: {message}")]
+    Location { location: String, message: String },
 
     #[error("table `{table}`: {message}")]
     Table { table: String, message: String },

@@ -94,6 +94,50 @@ pub fn quarantine_location(lake: &str, name: &str) -> String {
     join(lake, &format!("quarantine/{name}"))
 }
 
+/// One Delta table found in a lake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LakeTable {
+    /// `bronze`, `silver`, `gold` or `quarantine`.
+    pub layer: &'static str,
+    pub name: String,
+    pub location: String,
+}
+
+/// Every Delta table of a lake, sorted by layer and name: the folders `<lake>/<layer>/<name>`
+/// whose `_delta_log` holds a commit or checkpoint. One listing per layer, on disk or in a
+/// bucket alike; an HTTP lake, which cannot be listed, holds none that can be found this way.
+pub async fn lake_tables(storage: &dyn Storage, lake: &str) -> Result<Vec<LakeTable>> {
+    let mut out = Vec::new();
+    for layer in ["bronze", "silver", "gold", "quarantine"] {
+        let dir = join(lake, layer);
+        let listed = match storage.list(&dir).await {
+            Ok(listed) => listed,
+            Err(_) if crate::storage::is_http(lake) => continue,
+            Err(e) => return Err(e),
+        };
+        let mut names = BTreeSet::new();
+        for meta in listed {
+            let Some(rel) = meta.location.strip_prefix(dir.as_str()) else {
+                continue;
+            };
+            let mut parts = rel.trim_start_matches('/').split('/');
+            if let (Some(name), Some("_delta_log"), Some(file), None) =
+                (parts.next(), parts.next(), parts.next(), parts.next())
+            {
+                if crate::delta::is_log_file(file) {
+                    names.insert(name.to_string());
+                }
+            }
+        }
+        out.extend(names.into_iter().map(|name| LakeTable {
+            layer,
+            location: join(&dir, &name),
+            name,
+        }));
+    }
+    Ok(out)
+}
+
 /// Runs a pipeline. On error nothing has been committed, except when another writer
 /// commits to one of the tables between this run's check and its commit (then
 /// [`Error::CommitConflict`] names the table).

@@ -14,7 +14,7 @@ use globset::GlobBuilder;
 
 use crate::error::{Error, Result};
 use crate::spec::{CsvOptions, Format};
-use crate::storage::{is_url, join, ObjectMeta, Storage};
+use crate::storage::{is_http, is_url, join, ObjectMeta, Storage};
 use crate::types::timestamp_type;
 
 /// A source line that could not be read into the table, kept for a person to look at.
@@ -49,6 +49,7 @@ pub async fn resolve_files(
     base: &str,
     pattern: &str,
 ) -> Result<Vec<ObjectMeta>> {
+    crate::storage::check_location(pattern)?;
     let full = if pattern.starts_with('/') || is_url(pattern) {
         pattern.to_string()
     } else {
@@ -67,7 +68,7 @@ pub async fn resolve_files(
     // A runtime may know the files behind a URL folder (the JS package takes a list); plain
     // HTTP cannot list, and then the error says to name the files.
     let listed = storage.list(dir).await.map_err(|e| {
-        if is_url(&full) {
+        if is_http(&full) {
             Error::Spec(format!(
                 "`{pattern}`: wildcards need a listing of {dir}, which this server does not offer ({e}); name the files"
             ))

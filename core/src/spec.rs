@@ -266,6 +266,8 @@ impl PipelineSpec {
                 .map_err(|m| Error::Spec(format!("bronze table `{name}`: {m}")))?;
             src.declared_schema()
                 .map_err(|m| Error::Spec(format!("bronze table `{name}`: {m}")))?;
+            crate::storage::check_location(&src.path)
+                .map_err(|e| Error::Spec(format!("bronze table `{name}`: {e}")))?;
         }
         for (name, t) in &self.silver {
             for (col, ty) in &t.casts {

@@ -91,9 +91,52 @@ pub fn join(base: &str, rel: &str) -> String {
     )
 }
 
-/// Whether a location is a URL rather than a path.
+/// Whether a location is a URL (`http(s)://` or `s3://`) rather than a local path.
 pub fn is_url(location: &str) -> bool {
+    is_http(location) || is_s3(location)
+}
+
+/// Whether a location is read over plain HTTP(S), which cannot list a folder.
+pub fn is_http(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
+}
+
+/// Whether a location is in an S3(-compatible) bucket: `s3://bucket/key`.
+pub fn is_s3(location: &str) -> bool {
+    location.starts_with("s3://")
+}
+
+/// What Medallion can do with each kind of location, for error messages.
+pub const SUPPORTED_LOCATIONS: &str = "local paths and s3://bucket/prefix (read and write), \
+     http(s):// URLs (read)";
+
+/// Refuses a location whose scheme Medallion does not speak (`gs://`, `az://`, `file://` …),
+/// so that it is never taken for a relative local path: `s3:/shop/lake` written to a local
+/// folder looks like success to a user who meant a bucket.
+pub fn check_location(location: &str) -> Result<()> {
+    let Some((scheme, _)) = location.split_once("://") else {
+        return Ok(());
+    };
+    if is_url(location) {
+        if is_s3(location) && location["s3://".len()..].split('/').next() == Some("") {
+            return Err(Error::Location {
+                location: location.to_string(),
+                message: "names no bucket: write s3://BUCKET/PREFIX".into(),
+            });
+        }
+        return Ok(());
+    }
+    let plain = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
+    if !plain {
+        return Ok(());
+    }
+    Err(Error::Location {
+        location: location.to_string(),
+        message: format!("Medallion does not speak `{scheme}://`; it takes {SUPPORTED_LOCATIONS}"),
+    })
 }
 
 /// A store held in memory: for tests, and for runtimes that return written tables to their
@@ -347,6 +390,32 @@ mod tests {
             assert!(matches!(err, Error::AlreadyExists { .. }));
             assert_eq!(s.read("/t/a").await.unwrap(), Bytes::from_static(b"1"));
         });
+    }
+
+    #[test]
+    fn unknown_schemes_are_refused_naming_the_supported_ones() {
+        for ok in [
+            "/lake",
+            "lake/x",
+            "s3://shop/lake",
+            "https://h/t",
+            "C:/x",
+            "a:b",
+        ] {
+            assert!(check_location(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "gs://shop/lake",
+            "az://c/p",
+            "abfss://c@a/p",
+            "file:///tmp/x",
+            "s3a://b/k",
+        ] {
+            let err = check_location(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && err.contains("s3://"), "{err}");
+        }
+        let err = check_location("s3:///lake").unwrap_err().to_string();
+        assert!(err.contains("names no bucket"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod http;
 pub mod local_fs;
 pub mod native_storage;
 pub mod retail_data;
+pub mod s3;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

@@ -240,10 +240,13 @@ impl Storage for LocalFs {
     }
 }
 
-/// An absolute form of a user-given path (the core wants absolute locations).
+/// An absolute form of a user-given path (the core wants absolute locations). URLs stay as
+/// they are; a scheme Medallion does not speak is refused rather than taken for a folder.
 pub fn absolute(path: &str) -> std::io::Result<String> {
+    medallion_core::storage::check_location(path)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
     if medallion_core::storage::is_url(path) {
-        return Ok(path.to_string());
+        return Ok(path.trim_end_matches('/').to_string());
     }
     let p = std::path::absolute(path)?;
     Ok(p.to_string_lossy().trim_end_matches('/').to_string())

@@ -88,7 +88,7 @@ pub fn route(location: &str) -> crate::Result<(ObjectStoreUrl, String, String)> 
         )
     } else {
         return Err(Error::Spec(format!(
-            "location `{location}` must be an absolute path or an http(s) URL"
+            "location `{location}` must be an absolute path, an s3:// location or an http(s) URL"
         )));
     };
     let url = ObjectStoreUrl::parse(&base).map_err(|e| Error::DataFusion {

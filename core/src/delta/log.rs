@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{commit_location, log_dir};
 use crate::error::{Error, Result};
-use crate::storage::{is_url, join, ObjectMeta, Storage};
+use crate::storage::{is_http, join, ObjectMeta, Storage};
 
 /// `_delta_log/_last_checkpoint`: the latest checkpoint, so readers need not list.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -58,6 +58,10 @@ enum LogFile {
     Commit(u64),
     /// (version, part, parts); a single-file checkpoint is part 1 of 1.
     Checkpoint(u64, u32, u32),
+}
+
+pub(crate) fn is_log_file(name: &str) -> bool {
+    parse_name(name).is_some()
 }
 
 fn parse_name(name: &str) -> Option<LogFile> {
@@ -113,7 +117,7 @@ pub async fn read_last_checkpoint(
 
 /// Lists the log of the table at `table`. An empty listing means no table.
 pub async fn list_log(storage: &dyn Storage, table: &str) -> Result<LogListing> {
-    if is_url(table) {
+    if is_http(table) {
         return probe_log(storage, table).await;
     }
     let mut listing = LogListing::default();

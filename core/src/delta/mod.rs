@@ -29,6 +29,7 @@ pub use commit::{
     CommitRequest, DataFile, TableWrite, WriteMode,
 };
 pub use history::{history, HistoryEntry};
+pub(crate) use log::is_log_file;
 pub use log::{list_log, LastCheckpoint, LogListing};
 pub use maintenance::{optimize, vacuum, OptimizeReport, VacuumReport};
 pub use partition::{file_schema, partition_dir, typed_value, NULL_PARTITION};

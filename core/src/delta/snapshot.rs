@@ -13,7 +13,7 @@ use super::commit_location;
 use super::log::{list_log, probe_commits_from, LogListing};
 use super::schema::arrow_schema_from_delta;
 use crate::error::{Error, Result};
-use crate::storage::{is_url, join, Storage};
+use crate::storage::{is_http, is_url, join, Storage};
 
 /// Which version of a table to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -207,7 +207,7 @@ impl Snapshot {
             }
             At::Version(v) => v,
             At::Timestamp(ms) => {
-                if is_url(location) && listing.commits.keys().next().is_some_and(|f| *f > 0) {
+                if is_http(location) && listing.commits.keys().next().is_some_and(|f| *f > 0) {
                     probe_commits_from(storage, location, 0, &mut listing).await?;
                 }
                 let times = commit_times(storage, location, &listing).await?;
@@ -233,7 +233,7 @@ impl Snapshot {
         };
         // Over HTTP only the commits after `_last_checkpoint` were probed; an older version
         // needs the commits from the start.
-        if is_url(location)
+        if is_http(location)
             && listing.checkpoint_at_or_below(target).is_none()
             && !listing.commits.contains_key(&0)
         {
@@ -303,11 +303,12 @@ impl Snapshot {
         })
     }
 
-    /// The full location of a file given by its decoded path. Below a URL the path is
+    /// The full location of a file given by its decoded path. Below an HTTP URL the path is
     /// percent-encoded again, as the log has it: a folder named `k=a%2Fb` is `k%3Da%252Fb`
-    /// in a URL, or the server would decode it into another name.
+    /// in a URL, or the server would decode it into another name. An S3 key is the decoded
+    /// path itself, as other Delta writers store it.
     pub fn file_location(&self, path: &str) -> String {
-        absolute_location(path).unwrap_or_else(|| match is_url(&self.location) {
+        absolute_location(path).unwrap_or_else(|| match is_http(&self.location) {
             true => join(&self.location, &super::actions::encode_path(path)),
             false => join(&self.location, path),
         })

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use medallion_core::pipeline::{quarantine_location, table_location};
 use medallion_core::query::{collect_sql, new_context, register_location, EngineOptions};
-use medallion_core::spec::Layer;
 use medallion_core::storage::{CountingStorage, Storage};
 use medallion_host::local_fs::absolute;
 
@@ -180,34 +178,14 @@ pub async fn lake_tables(
     lake: &str,
 ) -> anyhow::Result<Vec<(String, String)>> {
     let lake = absolute(lake)?;
-    let mut out = Vec::new();
-    for layer in ["bronze", "silver", "gold", "quarantine"] {
-        let dir = std::path::Path::new(&lake).join(layer);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        let mut names: Vec<String> = entries
-            .flatten()
-            .filter_map(|e| e.file_name().to_str().map(str::to_string))
-            .collect();
-        names.sort();
-        for name in names {
-            let location = match layer {
-                "quarantine" => quarantine_location(&lake, &name),
-                "bronze" => table_location(&lake, Layer::Bronze, &name),
-                "silver" => table_location(&lake, Layer::Silver, &name),
-                _ => table_location(&lake, Layer::Gold, &name),
-            };
-            if !medallion_core::delta::is_delta_table(storage.as_ref(), &location).await? {
-                continue;
-            }
-            let table = if layer == "quarantine" {
-                format!("{name}_quarantine")
-            } else {
-                name
-            };
-            out.push((table, location));
-        }
-    }
-    Ok(out)
+    Ok(
+        medallion_core::pipeline::lake_tables(storage.as_ref(), &lake)
+            .await?
+            .into_iter()
+            .map(|t| match t.layer {
+                "quarantine" => (format!("{}_quarantine", t.name), t.location),
+                _ => (t.name, t.location),
+            })
+            .collect(),
+    )
 }
