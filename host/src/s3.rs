@@ -83,7 +83,7 @@ fn error(location: &str, range: Option<Range<u64>>, e: object_store::Error) -> E
                 location: location.to_string(),
             }
         }
-        object_store::Error::PermissionDenied { .. } => io(
+        _ if denied(&text) => io(
             location,
             range,
             format!(
@@ -97,6 +97,38 @@ fn error(location: &str, range: Option<Range<u64>>, e: object_store::Error) -> E
         ),
         _ => io(location, range, text),
     }
+}
+
+/// Whether the store refused the credentials. object_store reports a refused listing as a
+/// generic error, so the status and S3's codes are looked for in its text.
+fn denied(text: &str) -> bool {
+    [
+        "403 Forbidden",
+        "AccessDenied",
+        "SignatureDoesNotMatch",
+        "InvalidAccessKeyId",
+    ]
+    .iter()
+    .any(|code| text.contains(code))
+}
+
+/// Whether a failed request may be sent again: not a client error (4xx) or a known answer.
+fn transient(e: &object_store::Error) -> bool {
+    use object_store::Error as E;
+    let text = e.to_string();
+    !matches!(
+        e,
+        E::NotFound { .. }
+            | E::AlreadyExists { .. }
+            | E::Precondition { .. }
+            | E::NotModified { .. }
+            | E::PermissionDenied { .. }
+            | E::Unauthenticated { .. }
+            | E::NotImplemented { .. }
+            | E::NotSupported { .. }
+    ) && !text.contains("Client error")
+        && !denied(&text)
+        && !no_conditional_writes(e)
 }
 
 fn endpoint() -> String {
@@ -220,6 +252,16 @@ impl Storage for S3Storage {
         Ok(bytes)
     }
 
+    async fn read(&self, location: &str) -> Result<Bytes> {
+        // One GET, not the trait's HEAD + ranged GET: log entries are read whole.
+        let (client, _, path) = self.client(location)?;
+        let got = client
+            .get(&path)
+            .await
+            .map_err(|e| error(location, None, e))?;
+        got.bytes().await.map_err(|e| error(location, None, e))
+    }
+
     async fn read_suffix(&self, location: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
         let (client, bucket, path) = self.client(location)?;
         let got = client
@@ -273,11 +315,35 @@ impl Storage for S3Storage {
             }
         }
         let (client, _, path) = self.client(location)?;
-        let create = PutOptions {
+        let create = || PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match client.put_opts(&path, bytes.clone().into(), create).await {
+        // object_store does not resend a conditional PUT (it is not idempotent); a dropped
+        // connection or a 5xx is resent here. If an earlier attempt did land, the resend is
+        // refused as "exists", and reading the object back tells whether it holds our bytes.
+        let mut attempt = client.put_opts(&path, bytes.clone().into(), create()).await;
+        let mut wait = self.settings.backoff;
+        let mut resent = false;
+        for _ in 0..self.settings.retries {
+            match &attempt {
+                Err(e) if transient(e) => {
+                    tokio::time::sleep(wait).await;
+                    wait *= 2;
+                    resent = true;
+                    attempt = client.put_opts(&path, bytes.clone().into(), create()).await;
+                }
+                _ => break,
+            }
+        }
+        if resent {
+            if let Err(object_store::Error::AlreadyExists { .. }) = &attempt {
+                if self.read(location).await.ok().as_ref() == Some(&bytes) {
+                    return Ok(());
+                }
+            }
+        }
+        match attempt {
             Ok(_) => Ok(()),
             Err(e) if no_conditional_writes(&e) && single_writer() => {
                 // The user's promise that no one else writes stands in for the store's check.

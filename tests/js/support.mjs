@@ -1,8 +1,9 @@
 // Test support for the JavaScript runtimes: the demo data and its lake made by the native
-// CLI, a real Range-capable HTTP server (tests/rangeserve.py) serving the repository, and the
-// native CLI's answers that every runtime must match.
+// CLI, a real Range-capable HTTP server (tests/rangeserve.py) serving the repository, an S3
+// server (moto), and the native CLI's answers that every runtime must match.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,14 +87,111 @@ export async function startServer({ latencyMs = 0, noStore = false, root = REPO 
   };
 }
 
-/** The native CLI's rows for a case (tables as [name, location, kind]). */
-export function nativeRows(c) {
+/** The native CLI's rows for a case (tables as [name, location, kind]); `env` adds variables. */
+export function nativeRows(c, env = {}) {
   const args = ['query', c.sql, '--format', 'json'];
   for (const [name, location, kind] of c.tables) {
     args.push('--table', `${name}=${kind === 'delta' ? 'delta:' : ''}${location}`);
   }
-  const out = execFileSync(nativeBin(), args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+  const out = execFileSync(nativeBin(), args, {
+    encoding: 'utf8',
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   return JSON.parse(out.trim() || '[]');
+}
+
+/** A TCP port that was free a moment ago on 127.0.0.1. */
+export const freePort = () =>
+  new Promise((res, rej) => {
+    const s = net.createServer();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+
+/**
+ * Starts moto's S3 server (`pip install 'moto[server]'` into the venv) on a free port. Returns
+ * its endpoint, the environment that points the native CLI at it, what the npm package's `s3`
+ * option needs, a SigV4 client (aws4fetch) for the test's own requests, and `upload`.
+ */
+export async function startMoto() {
+  const py = python();
+  try {
+    execFileSync(py, ['-c', 'import moto.server'], { stdio: 'ignore' });
+  } catch {
+    throw new Error(`moto is not installed for ${py}: pip install 'moto[server]'`);
+  }
+  const port = await freePort();
+  const proc = spawn(py, ['-m', 'moto.server', '-H', '127.0.0.1', '-p', String(port)], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  const log = [];
+  proc.stderr.on('data', (d) => log.push(String(d)));
+  const endpoint = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${endpoint}/`)).ok) break;
+    } catch {
+      // not listening yet
+    }
+    if (i > 300 || proc.exitCode !== null) {
+      proc.kill();
+      throw new Error(`moto did not start:\n${log.join('').slice(-2000)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  const keys = { accessKeyId: 'medallion-test', secretAccessKey: 'medallion-test-secret', region: 'us-east-1' };
+  const { AwsClient } = await import('aws4fetch');
+  const client = new AwsClient({ ...keys, service: 's3', retries: 0 });
+  const request = async (method, pathAndQuery, body) => {
+    const r = await client.fetch(`${endpoint}/${pathAndQuery}`, { method, body });
+    if (!r.ok) throw new Error(`${method} ${pathAndQuery}: HTTP ${r.status} ${await r.text()}`);
+    return r;
+  };
+  return {
+    endpoint,
+    keys,
+    client,
+    /** `s3` option of Medallion.create with keys. */
+    s3: { endpoint, ...keys },
+    /** What the native CLI reads its S3 settings from. */
+    env: {
+      AWS_ENDPOINT_URL: endpoint,
+      AWS_ACCESS_KEY_ID: keys.accessKeyId,
+      AWS_SECRET_ACCESS_KEY: keys.secretAccessKey,
+      AWS_REGION: keys.region,
+    },
+    request,
+    createBucket: (bucket) => request('PUT', bucket),
+    /** Uploads every file below `dir` to s3://bucket/prefix/<relative path>. */
+    async upload(dir, bucket, prefix) {
+      const files = [];
+      const walk = (d) => {
+        for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+          const p = path.join(d, e.name);
+          if (e.isDirectory()) walk(p);
+          else files.push(p);
+        }
+      };
+      walk(dir);
+      for (const f of files) await request('PUT', `${bucket}/${prefix}/${path.relative(dir, f)}`, fs.readFileSync(f));
+      return files.length;
+    },
+    /** Keys below a prefix (one ListObjectsV2 page is enough for these tests' checks). */
+    async listKeys(bucket, prefix) {
+      const xml = await (await request('GET', `${bucket}?list-type=2&prefix=${encodeURIComponent(prefix)}`)).text();
+      return [...xml.matchAll(/<Key>([^<]*)<\/Key>/g)].map((m) => m[1]);
+    },
+    stop: () =>
+      new Promise((res) => {
+        if (proc.exitCode !== null) return res();
+        proc.once('exit', res);
+        proc.kill();
+      }),
+  };
 }
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';

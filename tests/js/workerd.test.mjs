@@ -3,27 +3,16 @@
 // name, and must answer as the native CLI does.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import net from 'node:net';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { GOLD, queryCases } from './cases.mjs';
-import { REPO, demoFixture, nativeRows, startServer } from './support.mjs';
+import { REPO, demoFixture, freePort, nativeRows, startServer } from './support.mjs';
 
 let server;
 let fx;
 let worker;
 let workerBase;
 const log = [];
-
-const freePort = () =>
-  new Promise((res, rej) => {
-    const s = net.createServer();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
 
 before(async () => {
   fx = demoFixture();

@@ -19,14 +19,60 @@ export interface CreateOptions {
   retries?: number;
   /** Largest whole body accepted from a server that ignores Range (default 64 MiB). */
   maxFullBody?: number;
+  /** Access to an S3(-compatible) bucket, for `s3://bucket/key` tables, sources and lakes. */
+  s3?: S3Options;
+}
+
+/** Where a bucket is, plus exactly one way to sign its requests. */
+export type S3Options = S3Address & (S3Keys | S3Signer | S3Anonymous);
+
+export interface S3Address {
+  /** "us-east-1"; "auto" for R2. */
+  region: string;
+  /** An S3-compatible store (MinIO, R2, Ceph...), e.g. "http://127.0.0.1:9000"; default AWS S3. */
+  endpoint?: string;
+  /** endpoint/bucket/key rather than bucket.endpoint/key: default true with `endpoint`, false for AWS. */
+  pathStyle?: boolean;
+  /**
+   * Only for a store that refuses conditional writes (HTTP 501): promise that no other process
+   * writes to the lake at the same time, so a HEAD can stand in for `If-None-Match: *`.
+   */
+  singleWriter?: boolean;
+}
+
+/** SigV4 with keys (Node, edge workers: from the environment or secret bindings). Needs aws4fetch. */
+export interface S3Keys {
+  accessKeyId: string;
+  secretAccessKey: string;
+  sessionToken?: string;
+}
+
+/** A request to sign: the method, the full URL and the headers that will be sent. */
+export interface S3Request {
+  method: string;
+  url: string;
+  headers: Record<string, string>;
+}
+
+/**
+ * Browser pages, which must not hold secret keys: your server signs each request and returns a
+ * presigned URL (headers unchanged) or signed headers.
+ */
+export interface S3Signer {
+  sign(request: S3Request): Promise<{ url: string | URL; headers?: HeadersInit }>;
+}
+
+/** A public bucket: requests are not signed (reads only, unless the bucket allows writes). */
+export interface S3Anonymous {
+  anonymous: true;
 }
 
 export interface PipelineOptions {
-  /** Where tables go in the in-memory lake (default "/lake"). */
+  /** Where tables go: a path in the in-memory lake (default "/lake"), or "s3://bucket/prefix" (with the s3 option). */
   lake?: string;
-  /** URL that relative source paths in the spec start from. */
+  /** URL or s3:// folder that relative source paths in the spec start from. */
   base?: string;
-  /** Source URLs that globs in the spec may match (plain HTTP cannot list). */
+  /** Source URLs that globs in the spec may match (plain HTTP cannot list; a bucket can). */
   files?: string[];
   runId?: string;
   /** Fixed "now" (ms since the epoch) for reproducible `_ingested_at` values. */
@@ -42,7 +88,7 @@ export type ProgressEvent =
   | { event: 'committing'; tables: number };
 
 export interface Stats {
-  /** HTTP requests (and in-memory reads) made. */
+  /** HTTP and S3 requests (and in-memory reads) made. */
   requests: number;
   /** Bytes fetched. */
   bytes: number;
@@ -93,15 +139,17 @@ export class Result {
 export class Medallion {
   static create(options?: CreateOptions): Promise<Medallion>;
   readonly version: string;
+  /** A Parquet file by URL or s3:// location. */
   registerParquet(name: string, url: string): Promise<'parquet'>;
-  /** A Delta table; `{ version }` or `{ timestamp }` (RFC 3339) reads an earlier version. */
+  /** A Delta table (URL or s3:// folder); `{ version }` or `{ timestamp }` (RFC 3339) reads an earlier version. */
   registerDelta(name: string, url: string, at?: TimeTravel): Promise<'delta'>;
-  /** A Parquet file or a Delta table, whichever the URL holds. */
+  /** A Parquet file or a Delta table, whichever the URL or s3:// location holds. */
   register(name: string, url: string, at?: TimeTravel): Promise<'parquet' | 'delta'>;
   sql(query: string): Promise<Result>;
   runPipeline(spec: string, options?: PipelineOptions): Promise<RunReport>;
   stats(): Stats;
   resetStats(): void;
+  /** The in-memory lake's files (a lake in a bucket is not copied here). */
   lakeFiles(): Array<[string, Uint8Array]>;
   /** Frees the engine's memory now rather than at garbage collection. */
   close(): void;

@@ -1,9 +1,10 @@
 // Medallion for JavaScript: query Parquet and Delta tables by URL with HTTP Range requests, and
-// run medallion pipelines, in browsers, Node and edge workers. The engine is the Rust core
-// compiled to WebAssembly (../pkg, made by `npm run build`); this file is the API around it:
-// loading the module in each runtime, plain-object and Arrow IPC results, and recovery if the
-// module ever traps (every pending call is rejected with the reason, and the next call runs on a
-// fresh instance with the same tables registered).
+// run medallion pipelines, in browsers, Node and edge workers, with lakes in memory or in an
+// S3(-compatible) bucket. The engine is the Rust core compiled to WebAssembly (../pkg, made by
+// `npm run build`); this file is the API around it: loading the module in each runtime, signing
+// S3 requests (secrets stay here, never in the module), plain-object and Arrow IPC results, and
+// recovery if the module ever traps (every pending call is rejected with the reason, and the
+// next call runs on a fresh instance with the same tables registered).
 import * as firstGlue from '../pkg/medallion_wasm.js';
 
 // Resolved lazily: some runtimes (edge workers) give modules no URL to resolve against.
@@ -16,6 +17,62 @@ export class MedallionError extends Error {
     this.name = 'MedallionError';
     this.trapped = trapped;
   }
+}
+
+// The `s3` option: what the engine needs to address a bucket, and the ways to sign.
+const S3_ADDRESS = ['endpoint', 'region', 'pathStyle', 'singleWriter'];
+const S3_SIGNING = ['accessKeyId', 'secretAccessKey', 'sessionToken', 'sign', 'anonymous'];
+
+/**
+ * The `fetch(url, init)` that S3 requests go through, signed as the `s3` option says: SigV4
+ * with keys (aws4fetch, loaded only then), the app's `sign` callback (browser pages: its server
+ * returns a presigned URL or signed headers), or unsigned for a public bucket. The engine
+ * retries; this makes one attempt per call.
+ */
+async function s3Fetch(s3) {
+  const fail = (message, cause) => new MedallionError(`s3 option: ${message}`, cause === undefined ? {} : { cause });
+  if (s3 === null || typeof s3 !== 'object') throw fail('expected an object');
+  const unknown = Object.keys(s3).filter((k) => !S3_ADDRESS.includes(k) && !S3_SIGNING.includes(k));
+  if (unknown.length) throw fail(`unknown field \`${unknown[0]}\`, expected one of ${[...S3_ADDRESS, ...S3_SIGNING].join(', ')}`);
+  if (typeof s3.region !== 'string' || !s3.region) throw fail('`region` is required (e.g. "us-east-1"; "auto" for R2)');
+  const keys = s3.accessKeyId !== undefined || s3.secretAccessKey !== undefined || s3.sessionToken !== undefined;
+  const ways = [keys, s3.sign !== undefined, s3.anonymous === true].filter(Boolean).length;
+  if (ways !== 1) {
+    throw fail('give exactly one way to sign: accessKeyId and secretAccessKey (Node, edge workers), sign (browser pages: your server signs), or anonymous: true (public buckets)');
+  }
+  if (s3.anonymous) return (url, init) => fetch(url, init);
+  if (s3.sign !== undefined) {
+    if (typeof s3.sign !== 'function') throw fail('`sign` must be a function ({ method, url, headers }) => { url, headers }');
+    return async (url, init) => {
+      const headers = { ...init.headers };
+      const signed = await s3.sign({ method: init.method, url, headers });
+      if (!signed || (typeof signed.url !== 'string' && !(signed.url instanceof URL))) {
+        throw new TypeError(`the s3 sign callback returned ${JSON.stringify(signed)} for ${init.method} ${url}, not { url, headers }`);
+      }
+      return fetch(String(signed.url), { ...init, headers: signed.headers ?? headers });
+    };
+  }
+  if (typeof s3.accessKeyId !== 'string' || typeof s3.secretAccessKey !== 'string' || !s3.accessKeyId || !s3.secretAccessKey) {
+    throw fail('accessKeyId and secretAccessKey must both be given, as strings');
+  }
+  let AwsClient;
+  try {
+    ({ AwsClient } = await import('aws4fetch'));
+  } catch (e) {
+    throw fail(
+      `signing with keys needs the aws4fetch package, which could not be loaded (${e.message ?? e}); in a browser page, do not hold keys: sign on your server with the \`sign\` option`,
+      e,
+    );
+  }
+  const client = new AwsClient({
+    accessKeyId: s3.accessKeyId,
+    secretAccessKey: s3.secretAccessKey,
+    sessionToken: s3.sessionToken,
+    service: 's3',
+    region: s3.region,
+    retries: 0,
+  });
+  return async (url, init) => fetch(await client.sign(url, init));
 }
 
 let generation = 0;
@@ -126,25 +183,36 @@ export class Result {
 export class Medallion {
   #options;
   #wasm;
+  #s3Fetch;
   #instance = null;
   #engine = null;
   #registered = new Map();
   #starting = null;
 
-  constructor(options, wasm) {
+  constructor(options, wasm, s3Fetch) {
     this.#options = options;
     this.#wasm = wasm;
+    this.#s3Fetch = s3Fetch;
   }
 
   /**
    * Loads the module and makes an engine. Options (all optional): `wasm` (a
    * WebAssembly.Module, bytes or URL of medallion_wasm_bg.wasm — needed in edge workers),
    * `footerHint`, `coalesceGap`, `maxInFlight`, `prefetchRowGroups`, `batchSize`,
-   * `timeoutMs`, `retries`, `maxFullBody`.
+   * `timeoutMs`, `retries`, `maxFullBody`, and `s3` for `s3://bucket/key` locations:
+   * `{ region, endpoint?, pathStyle?, singleWriter? }` with one way to sign —
+   * `accessKeyId`, `secretAccessKey`, `sessionToken?` (Node, edge workers), `sign`
+   * (browser pages: `async ({ method, url, headers }) => ({ url, headers })`, done by your
+   * server), or `anonymous: true` (public buckets).
    */
   static async create(options = {}) {
-    const { wasm, ...engineOptions } = options;
-    const m = new Medallion(engineOptions, wasm);
+    const { wasm, s3, ...engineOptions } = options;
+    let send;
+    if (s3 !== undefined) {
+      send = await s3Fetch(s3);
+      engineOptions.s3 = Object.fromEntries(S3_ADDRESS.filter((k) => s3[k] !== undefined).map((k) => [k, s3[k]]));
+    }
+    const m = new Medallion(engineOptions, wasm, send);
     await m.#ensure();
     return m;
   }
@@ -156,7 +224,7 @@ export class Medallion {
         const instance = await currentInstance(this.#wasm);
         let engine;
         try {
-          engine = new instance.glue.Engine(this.#options);
+          engine = new instance.glue.Engine(this.#options, this.#s3Fetch);
         } catch (e) {
           throw toError(e);
         }
@@ -205,13 +273,13 @@ export class Medallion {
     return this.#guard(instance, () => f(this.#engine, instance));
   }
 
-  /** Registers a Parquet file (URL) as table `name`. */
+  /** Registers a Parquet file (URL or s3:// location) as table `name`. */
   async registerParquet(name, url) {
     return this.#register(name, url, 'parquet');
   }
 
   /**
-   * Registers a Delta table (URL of its folder) as table `name`; `{ version }` or
+   * Registers a Delta table (URL or s3:// location of its folder) as table `name`; `{ version }` or
    * `{ timestamp }` (RFC 3339) reads it as it was then (time travel).
    */
   async registerDelta(name, url, at = {}) {
@@ -240,11 +308,12 @@ export class Medallion {
   }
 
   /**
-   * Runs a pipeline spec (TOML) whose sources are URLs. Tables are written to an in-memory lake
-   * (`options.lake`, default "/lake") and registered by name for `sql`; quarantines as
-   * `<name>_quarantine`. Options: `base` (URL relative source paths start from), `files`
-   * (source URLs that the spec's globs may match — HTTP cannot list), `runId`, `nowMs`,
-   * `onProgress(event)`. Resolves to the run report.
+   * Runs a pipeline spec (TOML) whose sources are URLs or s3:// locations. Tables are written
+   * to `options.lake`: a path in an in-memory lake (default "/lake"), or `s3://bucket/prefix`
+   * (with the `s3` option of create); they are registered by name for `sql`, quarantines as
+   * `<name>_quarantine`. Options: `base` (URL or s3:// folder that relative source paths start
+   * from), `files` (source URLs that the spec's globs may match — plain HTTP cannot list; a
+   * bucket can), `runId`, `nowMs`, `onProgress(event)`. Resolves to the run report.
    */
   async runPipeline(spec, options = {}) {
     const { onProgress, ...rest } = options;
@@ -256,7 +325,7 @@ export class Medallion {
     return this.#instance.glue.version();
   }
 
-  /** HTTP requests, bytes fetched (and in-memory writes) since creation or `resetStats()`. */
+  /** Requests, bytes fetched and written (HTTP, S3, in memory) since creation or `resetStats()`. */
   stats() {
     return this.#engine.stats();
   }
@@ -265,7 +334,7 @@ export class Medallion {
     this.#engine.resetStats();
   }
 
-  /** The in-memory lake's files: `[path, Uint8Array][]` (Delta logs and Parquet data). */
+  /** The in-memory lake's files: `[path, Uint8Array][]` (Delta logs and Parquet data); a lake in a bucket is not copied here. */
   lakeFiles() {
     return this.#engine.lakeFiles();
   }

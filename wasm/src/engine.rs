@@ -1,5 +1,5 @@
-//! The engine JavaScript talks to: tables registered by URL, SQL, pipelines into an
-//! in-memory lake, and I/O statistics. Async methods return `Promise`s built from futures
+//! The engine JavaScript talks to: tables registered by URL or `s3://` location, SQL,
+//! pipelines into an in-memory lake or a bucket, and I/O statistics. Async methods return `Promise`s built from futures
 //! that own what they use (`Rc` clones), so concurrent calls on one engine never trip over a
 //! borrowed `self`.
 
@@ -23,8 +23,10 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::future_to_promise;
 
 use crate::fetch_storage::{FetchSettings, FetchStorage};
-use crate::js_storage::JsStorage;
+use crate::js_storage::{no_s3, JsStorage};
 use crate::result::QueryResult;
+use crate::s3_protocol::S3Endpoint;
+use crate::s3_storage::S3Storage;
 
 /// `Medallion.create(options)`; every field is optional.
 #[derive(Debug, Default, Deserialize)]
@@ -38,13 +40,25 @@ struct CreateOptions {
     timeout_ms: Option<u32>,
     retries: Option<u32>,
     max_full_body: Option<u64>,
+    s3: Option<S3Options>,
+}
+
+/// The `s3` option, less what signs (keys or a `sign` callback stay in JavaScript, which
+/// passes the signing `fetch` to [`Engine::new`]).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct S3Options {
+    endpoint: Option<String>,
+    region: String,
+    path_style: Option<bool>,
+    single_writer: Option<bool>,
 }
 
 /// `runPipeline(spec, options)`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct PipelineOptions {
-    /// Where tables go in the in-memory lake.
+    /// Where tables go: a path in the in-memory lake, or `s3://bucket/prefix`.
     lake: Option<String>,
     /// The folder (URL) relative source paths start from.
     base: Option<String>,
@@ -122,6 +136,7 @@ const CREATE_OPTIONS: &[&str] = &[
     "timeoutMs",
     "retries",
     "maxFullBody",
+    "s3",
 ];
 const PIPELINE_OPTIONS: &[&str] = &["lake", "base", "files", "runId", "nowMs"];
 
@@ -157,8 +172,9 @@ fn to_js<T: Serialize>(value: &T) -> Result<JsValue, JsValue> {
 
 #[wasm_bindgen]
 impl Engine {
+    /// `s3_send(url, init)` is `fetch` that signs first, given with the `s3` option.
     #[wasm_bindgen(constructor)]
-    pub fn new(options_value: JsValue) -> Result<Engine, JsValue> {
+    pub fn new(options_value: JsValue, s3_send: Option<Function>) -> Result<Engine, JsValue> {
         let o: CreateOptions = options(options_value, CREATE_OPTIONS, "Medallion.create options")?;
         let defaults = ReadSettings::default();
         let reading = ReadSettings {
@@ -175,15 +191,29 @@ impl Engine {
             target_partitions: 1,
             batch_size: o.batch_size.unwrap_or(8192).max(1),
             reading,
+            memory_limit: None,
         };
         let fetch_defaults = FetchSettings::default();
-        let fetch = FetchStorage::new(FetchSettings {
+        let settings = FetchSettings {
             retries: o.retries.unwrap_or(fetch_defaults.retries),
             timeout_ms: o.timeout_ms.unwrap_or(fetch_defaults.timeout_ms),
             max_full_body: o.max_full_body.unwrap_or(fetch_defaults.max_full_body),
             ..fetch_defaults
-        });
-        let storage = Arc::new(JsStorage::new(fetch));
+        };
+        let s3 =
+            match (o.s3, s3_send) {
+                (Some(s3), Some(send)) => Some(S3Storage::new(
+                    settings,
+                    S3Endpoint::new(s3.endpoint, s3.region, s3.path_style),
+                    send,
+                    s3.single_writer.unwrap_or(false),
+                )),
+                (None, None) => None,
+                _ => return Err(js_error(
+                    "Medallion.create options: the s3 option and its signing fetch come together",
+                )),
+            };
+        let storage = Arc::new(JsStorage::new(FetchStorage::new(settings), s3));
         let counting = Arc::new(CountingStorage::new(storage.clone()));
         let io = counting.stats();
         Ok(Engine {
@@ -263,8 +293,9 @@ impl Engine {
         })
     }
 
-    /// Runs a pipeline spec (TOML) into the in-memory lake, then registers every table it
-    /// holds by name (quarantines as `<name>_quarantine`). Resolves to the run report.
+    /// Runs a pipeline spec (TOML) into the lake (in memory, or `s3://bucket/prefix`), then
+    /// registers every table it holds by name (quarantines as `<name>_quarantine`). Resolves
+    /// to the run report.
     #[wasm_bindgen(js_name = runPipeline)]
     pub fn run_pipeline(
         &self,
@@ -278,10 +309,14 @@ impl Engine {
                 options(options_value, PIPELINE_OPTIONS, "runPipeline options")?;
             let spec = PipelineSpec::from_toml(&spec).map_err(js_error)?;
             let lake = o.lake.unwrap_or_else(|| "/lake".into());
-            if medallion_core::storage::is_url(&lake) {
+            medallion_core::storage::check_location(&lake).map_err(js_error)?;
+            if medallion_core::storage::is_http(&lake) {
                 return Err(js_error(format!(
-                    "lake {lake}: URLs are read-only here; use a path such as /lake (kept in memory)"
+                    "lake {lake}: http(s) URLs are read-only; use s3://bucket/prefix (with the s3 option) or a path such as /lake (kept in memory)"
                 )));
+            }
+            if medallion_core::storage::is_s3(&lake) && inner.storage.s3.is_none() {
+                return Err(js_error(format!("runPipeline: lake {}", no_s3(&lake))));
             }
             if let Some(files) = o.files {
                 inner.storage.known_urls.borrow_mut().extend(files);

@@ -1,5 +1,8 @@
 //! The core's [`Storage`] over the global `fetch` — the one HTTP client that browsers, Node,
-//! Deno and workerd all have (no XHR, no threads, no SharedArrayBuffer). Read-only.
+//! Deno and workerd all have (no XHR, no threads, no SharedArrayBuffer). Read-only over plain
+//! HTTP(S); in its S3 mode ([`Remote::S3`]) it reads `s3://bucket/key` locations at a bucket's
+//! endpoint, through a JS function that signs each request, and [`crate::s3_storage`] adds
+//! listing and writes on top of the same requests, retries and errors.
 //!
 //! Like the native client (host/src/http.rs), every way a server can misbehave ends in an
 //! error naming the URL and byte range, or in a bounded retry:
@@ -10,26 +13,29 @@
 //!   it is at most [`FetchSettings::max_full_body`] bytes, else refused;
 //! - 404 is [`Error::NotFound`]; 416 and other 4xx fail at once; 5xx and network errors are
 //!   retried with exponential backoff; each request has a timeout (`AbortSignal.timeout`);
-//! - an ETag that changes between responses means the file changed while being read.
+//! - an ETag that changes between responses means the file changed while being read (a whole
+//!   read is one response, so it records the tag it saw instead of comparing).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
 
 use bytes::Bytes;
-use js_sys::{Promise, Uint8Array};
+use js_sys::{Function, Promise, Uint8Array};
 use medallion_core::storage::{ObjectMeta, Storage};
 use medallion_core::{Error, Result};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
-use web_sys::{AbortSignal, Request, RequestInit, Response};
+use web_sys::{AbortSignal, RequestInit, Response};
+
+use crate::s3_protocol::{self, S3Endpoint};
 
 #[wasm_bindgen]
 extern "C" {
     /// `globalThis.fetch`, whatever the runtime.
     #[wasm_bindgen(js_name = fetch)]
-    fn global_fetch(request: &Request) -> Promise;
+    fn global_fetch(url: &str, init: &RequestInit) -> Promise;
 
     /// `globalThis.setTimeout`, for retry backoff.
     #[wasm_bindgen(js_name = setTimeout)]
@@ -59,25 +65,56 @@ impl Default for FetchSettings {
     }
 }
 
+/// What the locations are and how requests leave.
+#[derive(Debug, Default)]
+pub enum Remote {
+    /// `http(s)://` URLs, fetched as they are with the global `fetch`.
+    #[default]
+    Http,
+    /// `s3://bucket/key` locations, at `endpoint`. `send(url, init)` has the signature of
+    /// `fetch` and signs before fetching (SigV4 with keys, the app's own signer, or nothing
+    /// for a public bucket): secrets stay in JavaScript, never in this module's memory.
+    S3 {
+        endpoint: S3Endpoint,
+        send: Function,
+    },
+}
+
 #[derive(Debug, Default)]
 pub struct FetchStorage {
     settings: FetchSettings,
-    /// The first ETag seen per URL.
+    remote: Remote,
+    /// The first ETag seen per location.
     etags: RefCell<HashMap<String, String>>,
     /// Whole bodies of files whose server ignored `Range`.
     bodies: RefCell<HashMap<String, Bytes>>,
 }
 
-/// One answered request.
-struct Answer {
-    status: u16,
-    headers: web_sys::Headers,
-    body: Bytes,
+/// One request: what it is for (errors name `location` and `range`) and what is sent.
+pub(crate) struct Call<'a> {
+    pub location: &'a str,
+    pub range: Option<Range<u64>>,
+    pub method: &'a str,
+    pub url: String,
+    pub headers: Vec<(&'a str, String)>,
+    pub body: Option<Bytes>,
 }
 
-fn io(url: &str, range: Option<Range<u64>>, message: impl Into<String>) -> Error {
+/// One answered request.
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: web_sys::Headers,
+    pub body: Bytes,
+    /// The start of an S3 error answer's body (its `<Error>` document), else empty.
+    pub error_body: String,
+}
+
+/// How much of an error answer's body is kept.
+const ERROR_BODY_LIMIT: usize = 4096;
+
+pub(crate) fn io(location: &str, range: Option<Range<u64>>, message: impl Into<String>) -> Error {
     Error::Io {
-        location: url.to_string(),
+        location: location.to_string(),
         range,
         message: message.into(),
     }
@@ -96,7 +133,7 @@ fn js_message(e: &JsValue) -> String {
     e.as_string().unwrap_or_else(|| format!("{e:?}"))
 }
 
-async fn sleep(ms: u32) {
+pub(crate) async fn sleep(ms: u32) {
     let promise = Promise::new(&mut |resolve, _| {
         let _ = set_timeout(&resolve, ms as i32);
     });
@@ -111,33 +148,60 @@ impl FetchStorage {
         }
     }
 
-    /// One request with retries. `range` is the header value (`bytes=a-b`, `bytes=-n`).
-    async fn request(
-        &self,
-        method: &str,
-        url: &str,
-        range_header: Option<&str>,
-        range: Option<Range<u64>>,
-    ) -> Result<Answer> {
+    /// The S3 mode: locations `s3://bucket/key` at `endpoint`, requests through `send`.
+    pub fn s3(settings: FetchSettings, endpoint: S3Endpoint, send: Function) -> Self {
+        Self {
+            settings,
+            remote: Remote::S3 { endpoint, send },
+            ..Default::default()
+        }
+    }
+
+    /// The URL a location is fetched at.
+    pub(crate) fn url(&self, location: &str) -> Result<String> {
+        match &self.remote {
+            Remote::Http => Ok(location.to_string()),
+            Remote::S3 { endpoint, .. } => {
+                let (bucket, key) = s3_protocol::split(location).ok_or_else(|| {
+                    Error::Spec(format!(
+                        "`{location}` names no bucket: write s3://BUCKET/KEY"
+                    ))
+                })?;
+                Ok(endpoint.url(bucket, key))
+            }
+        }
+    }
+
+    /// One request with retries: 5xx answers and network errors are tried again after an
+    /// exponential backoff, as is S3's 409 `ConditionalRequestConflict` (two conditional
+    /// writes of one key at once), which asks for a retry.
+    pub(crate) async fn request(&self, call: &Call<'_>) -> Result<Answer> {
         let mut attempt = 0;
         loop {
-            let result = self.request_once(method, url, range_header).await;
+            let result = self.request_once(call).await;
             let retryable = match &result {
-                Ok(a) => a.status >= 500,
+                Ok(a) => {
+                    a.status >= 500
+                        || (a.status == 409 && a.error_body.contains("ConditionalRequestConflict"))
+                }
                 Err(_) => true,
             };
             if !retryable || attempt >= self.settings.retries {
                 let attempts = attempt + 1;
                 return match result {
                     Ok(a) if a.status >= 500 => Err(io(
-                        url,
-                        range,
-                        format!("HTTP {} after {attempts} attempt(s)", a.status),
+                        call.location,
+                        call.range.clone(),
+                        format!(
+                            "HTTP {}{} after {attempts} attempt(s)",
+                            a.status,
+                            s3_detail(&a.error_body)
+                        ),
                     )),
                     Ok(a) => Ok(a),
                     Err(message) => Err(io(
-                        url,
-                        range,
+                        call.location,
+                        call.range.clone(),
                         format!("{message} (after {attempts} attempt(s))"),
                     )),
                 };
@@ -152,14 +216,9 @@ impl FetchStorage {
         }
     }
 
-    async fn request_once(
-        &self,
-        method: &str,
-        url: &str,
-        range_header: Option<&str>,
-    ) -> std::result::Result<Answer, String> {
+    async fn request_once(&self, call: &Call<'_>) -> std::result::Result<Answer, String> {
         let init = RequestInit::new();
-        init.set_method(method);
+        init.set_method(call.method);
         if self.settings.timeout_ms > 0 {
             // AbortSignal.timeout exists in every runtime we target; without it, no timeout
             // (calling a missing function would throw through the module).
@@ -172,31 +231,56 @@ impl FetchStorage {
                 )));
             }
         }
-        let request = Request::new_with_str_and_init(url, &init).map_err(|e| js_message(&e))?;
-        if let Some(range) = range_header {
-            request
-                .headers()
-                .set("Range", range)
+        // A plain object: every runtime's fetch takes one, and so does a signer.
+        let headers = js_sys::Object::new();
+        for (name, value) in &call.headers {
+            js_sys::Reflect::set(&headers, &(*name).into(), &value.as_str().into())
                 .map_err(|e| js_message(&e))?;
         }
-        let response: Response = JsFuture::from(global_fetch(&request))
+        init.set_headers(&headers);
+        if let Some(body) = &call.body {
+            init.set_body(&Uint8Array::from(body.as_ref()));
+        }
+        let promise = match &self.remote {
+            Remote::Http => global_fetch(&call.url, &init),
+            Remote::S3 { send, .. } => {
+                let value = send
+                    .call2(&JsValue::NULL, &call.url.as_str().into(), &init)
+                    .map_err(|e| js_message(&e))?;
+                Promise::resolve(&value)
+            }
+        };
+        let response: Response = JsFuture::from(promise)
             .await
             .map_err(|e| js_message(&e))?
             .dyn_into()
             .map_err(|_| "fetch did not return a Response".to_string())?;
         let status = response.status();
         let headers = response.headers();
-        let body = if method == "HEAD" || status >= 400 {
-            Bytes::new()
-        } else {
+        let mut body = Bytes::new();
+        let mut error_body = String::new();
+        if call.method != "HEAD" && status < 400 {
             let buffer = response.array_buffer().map_err(|e| js_message(&e))?;
             let buffer = JsFuture::from(buffer).await.map_err(|e| js_message(&e))?;
-            Bytes::from(Uint8Array::new(&buffer).to_vec())
-        };
+            body = Bytes::from(Uint8Array::new(&buffer).to_vec());
+        } else if call.method != "HEAD" && matches!(self.remote, Remote::S3 { .. }) {
+            // S3 says what went wrong in an <Error> document: NoSuchBucket, AccessDenied...
+            let text = response.text().map_err(|e| js_message(&e))?;
+            let text = JsFuture::from(text).await.map_err(|e| js_message(&e))?;
+            error_body = text.as_string().unwrap_or_default();
+            if error_body.len() > ERROR_BODY_LIMIT {
+                let mut end = ERROR_BODY_LIMIT;
+                while !error_body.is_char_boundary(end) {
+                    end -= 1;
+                }
+                error_body.truncate(end);
+            }
+        }
         Ok(Answer {
             status,
             headers,
             body,
+            error_body,
         })
     }
 
@@ -205,33 +289,56 @@ impl FetchStorage {
     }
 
     /// Fails if the file's ETag differs from the first one seen.
-    fn check_etag(&self, url: &str, answer: &Answer, range: Option<Range<u64>>) -> Result<()> {
+    fn check_etag(&self, location: &str, answer: &Answer, range: Option<Range<u64>>) -> Result<()> {
         let Some(tag) = Self::header(answer, "ETag") else {
             return Ok(());
         };
         let mut etags = self.etags.borrow_mut();
-        match etags.get(url) {
+        match etags.get(location) {
             Some(first) if *first != tag => Err(io(
-                url,
+                location,
                 range,
                 format!("the file changed while being read (ETag {first} became {tag})"),
             )),
             Some(_) => Ok(()),
             None => {
-                etags.insert(url.to_string(), tag);
+                etags.insert(location.to_string(), tag);
                 Ok(())
             }
         }
     }
 
-    fn check_status(url: &str, answer: &Answer, range: Option<Range<u64>>) -> Result<()> {
-        match answer.status {
-            200..=299 => Ok(()),
-            404 | 410 => Err(Error::NotFound {
-                location: url.to_string(),
+    /// Forgets what was seen of a location that this engine wrote or deleted.
+    pub(crate) fn forget(&self, location: &str) {
+        self.etags.borrow_mut().remove(location);
+        self.bodies.borrow_mut().remove(location);
+    }
+
+    /// `Ok` for 2xx; else the error that says what the answer means.
+    pub(crate) fn check_status(
+        &self,
+        location: &str,
+        answer: &Answer,
+        range: Option<Range<u64>>,
+    ) -> Result<()> {
+        match (&self.remote, answer.status) {
+            (_, 200..=299) => Ok(()),
+            (Remote::S3 { endpoint, .. }, status) => Err(crate::s3_storage::status_error(
+                endpoint,
+                location,
+                range,
+                status,
+                &answer.error_body,
+            )),
+            (Remote::Http, 404 | 410) => Err(Error::NotFound {
+                location: location.to_string(),
             }),
-            416 => Err(io(url, range, "HTTP 416: the range is outside the file")),
-            s => Err(io(url, range, format!("HTTP {s}"))),
+            (Remote::Http, 416) => Err(io(
+                location,
+                range,
+                "HTTP 416: the range is outside the file",
+            )),
+            (Remote::Http, s) => Err(io(location, range, format!("HTTP {s}"))),
         }
     }
 
@@ -248,14 +355,14 @@ impl FetchStorage {
     /// A server ignored `Range` and sent the whole body: keep it once, if small enough.
     fn keep_full_body(
         &self,
-        url: &str,
+        location: &str,
         answer: Answer,
         range: Option<Range<u64>>,
     ) -> Result<Bytes> {
         let size = answer.body.len() as u64;
         if size > self.settings.max_full_body {
             return Err(io(
-                url,
+                location,
                 range,
                 format!(
                     "the server ignores Range and sent the whole file ({size} bytes, more than the {} byte limit for whole-body reads)",
@@ -265,14 +372,14 @@ impl FetchStorage {
         }
         self.bodies
             .borrow_mut()
-            .insert(url.to_string(), answer.body.clone());
+            .insert(location.to_string(), answer.body.clone());
         Ok(answer.body)
     }
 
-    fn slice_of(url: &str, body: &Bytes, range: Range<u64>) -> Result<Bytes> {
+    fn slice_of(location: &str, body: &Bytes, range: Range<u64>) -> Result<Bytes> {
         if range.end > body.len() as u64 {
             return Err(io(
-                url,
+                location,
                 Some(range),
                 format!("beyond the end of the file ({} bytes)", body.len()),
             ));
@@ -280,57 +387,93 @@ impl FetchStorage {
         Ok(body.slice(range.start as usize..range.end as usize))
     }
 
-    fn meta(url: &str, size: u64, answer: &Answer) -> ObjectMeta {
+    fn meta(&self, location: &str, size: u64, answer: &Answer) -> ObjectMeta {
+        // An object store's modification time is when a commit was made (Delta time travel
+        // reads it, as a listing gives it); a web server's says less, and is not used.
+        let last_modified_ms = match self.remote {
+            Remote::S3 { .. } => Self::header(answer, "Last-Modified")
+                .and_then(|t| chrono::DateTime::parse_from_rfc2822(&t).ok())
+                .map(|t| t.timestamp_millis()),
+            Remote::Http => None,
+        };
         ObjectMeta {
-            location: url.to_string(),
+            location: location.to_string(),
             size,
-            last_modified_ms: None,
+            last_modified_ms,
             etag: Self::header(answer, "ETag"),
         }
+    }
+
+    /// A GET (or HEAD) of a location, with a `Range` header value if given.
+    fn call<'a>(
+        &self,
+        method: &'a str,
+        location: &'a str,
+        range_header: Option<String>,
+        range: Option<Range<u64>>,
+    ) -> Result<Call<'a>> {
+        Ok(Call {
+            location,
+            range,
+            method,
+            url: self.url(location)?,
+            headers: range_header.map(|r| vec![("Range", r)]).unwrap_or_default(),
+            body: None,
+        })
+    }
+}
+
+/// ` (Code: Message)` of an S3 error body, or nothing.
+pub(crate) fn s3_detail(error_body: &str) -> String {
+    match s3_protocol::parse_error(error_body) {
+        Some((code, message)) if message.is_empty() => format!(" ({code})"),
+        Some((code, message)) => format!(" ({code}: {message})"),
+        None => String::new(),
     }
 }
 
 #[async_trait::async_trait(?Send)]
 impl Storage for FetchStorage {
-    async fn head(&self, url: &str) -> Result<ObjectMeta> {
-        if let Some(body) = self.bodies.borrow().get(url) {
+    async fn head(&self, location: &str) -> Result<ObjectMeta> {
+        if let Some(body) = self.bodies.borrow().get(location) {
             return Ok(ObjectMeta {
-                location: url.to_string(),
+                location: location.to_string(),
                 size: body.len() as u64,
                 last_modified_ms: None,
                 etag: None,
             });
         }
-        let answer = self.request("HEAD", url, None, None).await?;
-        Self::check_status(url, &answer, None)?;
-        self.check_etag(url, &answer, None)?;
+        let answer = self
+            .request(&self.call("HEAD", location, None, None)?)
+            .await?;
+        self.check_status(location, &answer, None)?;
+        self.check_etag(location, &answer, None)?;
         let size = Self::header(&answer, "Content-Length")
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| io(url, None, "the server sent no Content-Length for HEAD"))?;
-        Ok(Self::meta(url, size, &answer))
+            .ok_or_else(|| io(location, None, "the server sent no Content-Length for HEAD"))?;
+        Ok(self.meta(location, size, &answer))
     }
 
-    async fn read_range(&self, url: &str, range: Range<u64>) -> Result<Bytes> {
+    async fn read_range(&self, location: &str, range: Range<u64>) -> Result<Bytes> {
         if range.start >= range.end {
             return Ok(Bytes::new());
         }
-        if let Some(body) = self.bodies.borrow().get(url) {
-            return Self::slice_of(url, body, range);
+        if let Some(body) = self.bodies.borrow().get(location) {
+            return Self::slice_of(location, body, range);
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
-        let answer = self
-            .request("GET", url, Some(&header), Some(range.clone()))
-            .await?;
-        Self::check_status(url, &answer, Some(range.clone()))?;
-        self.check_etag(url, &answer, Some(range.clone()))?;
+        let call = self.call("GET", location, Some(header), Some(range.clone()))?;
+        let answer = self.request(&call).await?;
+        self.check_status(location, &answer, Some(range.clone()))?;
+        self.check_etag(location, &answer, Some(range.clone()))?;
         if answer.status == 200 {
-            let body = self.keep_full_body(url, answer, Some(range.clone()))?;
-            return Self::slice_of(url, &body, range);
+            let body = self.keep_full_body(location, answer, Some(range.clone()))?;
+            return Self::slice_of(location, &body, range);
         }
         let want = range.end - range.start;
         if answer.body.len() as u64 != want {
             return Err(io(
-                url,
+                location,
                 Some(range),
                 format!(
                     "the server sent {} bytes for a {want}-byte range",
@@ -341,30 +484,37 @@ impl Storage for FetchStorage {
         Ok(answer.body)
     }
 
-    async fn read(&self, url: &str) -> Result<Bytes> {
-        if let Some(body) = self.bodies.borrow().get(url) {
+    async fn read(&self, location: &str) -> Result<Bytes> {
+        if let Some(body) = self.bodies.borrow().get(location) {
             return Ok(body.clone());
         }
         // One plain GET rather than HEAD + ranged GET: whole reads are for small source files.
-        let answer = self.request("GET", url, None, None).await?;
-        Self::check_status(url, &answer, None)?;
-        self.check_etag(url, &answer, None)?;
+        let answer = self
+            .request(&self.call("GET", location, None, None)?)
+            .await?;
+        self.check_status(location, &answer, None)?;
+        // One response cannot mix two versions: its tag is the one later reads must match.
+        if let Some(tag) = Self::header(&answer, "ETag") {
+            self.etags.borrow_mut().insert(location.to_string(), tag);
+        }
         Ok(answer.body)
     }
 
-    async fn read_suffix(&self, url: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
-        if let Some(body) = self.bodies.borrow().get(url).cloned() {
+    async fn read_suffix(&self, location: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
+        if let Some(body) = self.bodies.borrow().get(location).cloned() {
             let size = body.len() as u64;
             let tail = body.slice((size.saturating_sub(n)) as usize..);
-            return Ok((tail, self.cached_meta(url, size)));
+            return Ok((tail, self.cached_meta(location, size)));
         }
         let header = format!("bytes=-{n}");
-        let answer = self.request("GET", url, Some(&header), None).await?;
-        Self::check_status(url, &answer, None)?;
-        self.check_etag(url, &answer, None)?;
+        let answer = self
+            .request(&self.call("GET", location, Some(header), None)?)
+            .await?;
+        self.check_status(location, &answer, None)?;
+        self.check_etag(location, &answer, None)?;
         if answer.status == 200 {
-            let meta = Self::meta(url, answer.body.len() as u64, &answer);
-            let body = self.keep_full_body(url, answer, None)?;
+            let meta = self.meta(location, answer.body.len() as u64, &answer);
+            let body = self.keep_full_body(location, answer, None)?;
             let size = body.len() as u64;
             return Ok((body.slice((size.saturating_sub(n)) as usize..), meta));
         }
@@ -372,11 +522,11 @@ impl Storage for FetchStorage {
             Some(size) => size,
             // Cross-origin servers must list Content-Range in Access-Control-Expose-Headers;
             // when they do not, one HEAD tells the size.
-            None => self.head(url).await?.size,
+            None => self.head(location).await?.size,
         };
         if answer.body.len() as u64 != n.min(size) {
             return Err(io(
-                url,
+                location,
                 Some(size.saturating_sub(n)..size),
                 format!(
                     "the server sent {} bytes for the last {} bytes of the file",
@@ -385,7 +535,7 @@ impl Storage for FetchStorage {
                 ),
             ));
         }
-        let meta = Self::meta(url, size, &answer);
+        let meta = self.meta(location, size, &answer);
         Ok((answer.body, meta))
     }
 
@@ -409,12 +559,12 @@ impl Storage for FetchStorage {
 }
 
 impl FetchStorage {
-    fn cached_meta(&self, url: &str, size: u64) -> ObjectMeta {
+    fn cached_meta(&self, location: &str, size: u64) -> ObjectMeta {
         ObjectMeta {
-            location: url.to_string(),
+            location: location.to_string(),
             size,
             last_modified_ms: None,
-            etag: self.etags.borrow().get(url).cloned(),
+            etag: self.etags.borrow().get(location).cloned(),
         }
     }
 }
@@ -423,6 +573,6 @@ fn read_only(location: &str) -> Error {
     io(
         location,
         None,
-        "URLs are read-only here; write tables to the in-memory lake instead",
+        "http(s) URLs are read-only; write tables to an s3:// lake (the `s3` option) or to the in-memory lake",
     )
 }

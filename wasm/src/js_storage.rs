@@ -1,39 +1,57 @@
-//! What the JS engine hands the core: URLs are read with `fetch`, everything else is an
-//! in-memory lake (a pipeline's tables live there for the life of the engine, can be queried,
-//! and can be taken out as files).
+//! What the JS engine hands the core: `http(s)://` URLs are read with `fetch`, `s3://`
+//! locations go to the bucket ([`S3Storage`], when `Medallion.create` was given the `s3`
+//! option), and everything else is an in-memory lake (a pipeline's tables live there for the
+//! life of the engine, can be queried, and can be taken out as files).
 
 use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use medallion_core::storage::{is_url, MemoryStorage, ObjectMeta, Storage};
-use medallion_core::Result;
+use medallion_core::storage::{is_http, is_s3, MemoryStorage, ObjectMeta, Storage};
+use medallion_core::{Error, Result};
 
 use crate::fetch_storage::FetchStorage;
+use crate::s3_storage::S3Storage;
 
 #[derive(Debug)]
 pub struct JsStorage {
     pub fetch: FetchStorage,
+    pub s3: Option<S3Storage>,
     pub memory: Arc<MemoryStorage>,
     /// URLs the caller said exist, with their sizes when known: plain HTTP cannot list, so a
     /// glob over URLs is answered from this list.
     pub known_urls: std::cell::RefCell<Vec<String>>,
 }
 
+/// What to say of an `s3://` location when the engine was made without the `s3` option.
+pub fn no_s3(location: &str) -> String {
+    format!(
+        "`{location}`: s3:// locations need the `s3` option of Medallion.create: \
+         {{ s3: {{ region, accessKeyId, secretAccessKey }} }} in Node and edge workers, \
+         {{ s3: {{ region, sign }} }} in a browser page, {{ s3: {{ region, anonymous: true }} }} for a public bucket"
+    )
+}
+
 impl JsStorage {
-    pub fn new(fetch: FetchStorage) -> Self {
+    pub fn new(fetch: FetchStorage, s3: Option<S3Storage>) -> Self {
         Self {
             fetch,
+            s3,
             memory: Arc::new(MemoryStorage::new()),
             known_urls: Default::default(),
         }
     }
 
-    fn pick(&self, location: &str) -> &dyn Storage {
-        if is_url(location) {
-            &self.fetch
+    fn pick(&self, location: &str) -> Result<&dyn Storage> {
+        if is_http(location) {
+            Ok(&self.fetch)
+        } else if is_s3(location) {
+            match &self.s3 {
+                Some(s3) => Ok(s3),
+                None => Err(Error::Spec(no_s3(location))),
+            }
         } else {
-            self.memory.as_ref()
+            Ok(self.memory.as_ref())
         }
     }
 }
@@ -41,20 +59,20 @@ impl JsStorage {
 #[async_trait::async_trait(?Send)]
 impl Storage for JsStorage {
     async fn head(&self, location: &str) -> Result<ObjectMeta> {
-        self.pick(location).head(location).await
+        self.pick(location)?.head(location).await
     }
     async fn read_range(&self, location: &str, range: Range<u64>) -> Result<Bytes> {
-        self.pick(location).read_range(location, range).await
+        self.pick(location)?.read_range(location, range).await
     }
     async fn read(&self, location: &str) -> Result<Bytes> {
-        self.pick(location).read(location).await
+        self.pick(location)?.read(location).await
     }
     async fn read_suffix(&self, location: &str, n: u64) -> Result<(Bytes, ObjectMeta)> {
-        self.pick(location).read_suffix(location, n).await
+        self.pick(location)?.read_suffix(location, n).await
     }
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        if !is_url(prefix) {
-            return self.memory.list(prefix).await;
+        if !is_http(prefix) {
+            return self.pick(prefix)?.list(prefix).await;
         }
         let dir = format!("{}/", prefix.trim_end_matches('/'));
         let urls: Vec<String> = self
@@ -75,12 +93,12 @@ impl Storage for JsStorage {
         Ok(out)
     }
     async fn put(&self, location: &str, bytes: Bytes) -> Result<()> {
-        self.pick(location).put(location, bytes).await
+        self.pick(location)?.put(location, bytes).await
     }
     async fn put_if_absent(&self, location: &str, bytes: Bytes) -> Result<()> {
-        self.pick(location).put_if_absent(location, bytes).await
+        self.pick(location)?.put_if_absent(location, bytes).await
     }
     async fn delete(&self, location: &str) -> Result<()> {
-        self.pick(location).delete(location).await
+        self.pick(location)?.delete(location).await
     }
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use medallion_core::query::{collect_sql, new_context, register_location, EngineOptions};
-use medallion_core::storage::{CountingStorage, Storage};
+use medallion_core::storage::{CountingStorage, IoCounts, Storage};
 use medallion_host::local_fs::absolute;
 
 use super::output::print_batches;
@@ -54,20 +54,7 @@ pub async fn query(
     let (_, batches) = collect_sql(&ctx, "query", sql).await?;
     print_batches(&batches, format, max_rows)?;
     if q.stats {
-        let c = io.counts();
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        if format == Format::Json {
-            eprintln!(
-                "{}",
-                serde_json::json!({ "requests": c.read_requests, "bytes": c.bytes_read, "ms": ms })
-            );
-        } else {
-            eprintln!(
-                "{} requests, {} read, {ms:.0} ms",
-                c.read_requests,
-                medallion_core::report::human_bytes(c.bytes_read)
-            );
-        }
+        print_stats(io.counts(), started, format, None);
     }
     Ok(())
 }
@@ -136,25 +123,42 @@ async fn query_in_guest(
     .await??;
     print_batches(&result.batches, q.format, q.max_rows)?;
     if q.stats {
-        let c = result.io;
-        let ms = started.elapsed().as_secs_f64() * 1000.0;
-        let start = if load.cached { "cached" } else { "compiled" };
-        if q.format == Format::Json {
-            eprintln!(
-                "{}",
-                serde_json::json!({ "requests": c.read_requests, "bytes": c.bytes_read, "ms": ms,
-                    "module_ms": load.ms, "module": start })
-            );
-        } else {
-            eprintln!(
-                "{} requests, {} read, {ms:.0} ms (guest module {start} in {:.0} ms)",
-                c.read_requests,
-                medallion_core::report::human_bytes(c.bytes_read),
-                load.ms
-            );
-        }
+        print_stats(result.io, started, q.format, Some(&load));
     }
     Ok(())
+}
+
+/// `--stats`: requests (listings and reads, as a store bills them), bytes and time, on stderr.
+fn print_stats(
+    c: IoCounts,
+    started: std::time::Instant,
+    format: Format,
+    module: Option<&guest::LoadInfo>,
+) {
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    let requests = c.read_requests + c.list_requests;
+    if format == Format::Json {
+        let mut j = serde_json::json!({ "requests": requests, "reads": c.read_requests,
+            "listings": c.list_requests, "bytes": c.bytes_read, "ms": ms });
+        if let Some(load) = module {
+            j["module_ms"] = load.ms.into();
+            j["module"] = if load.cached { "cached" } else { "compiled" }.into();
+        }
+        eprintln!("{j}");
+        return;
+    }
+    let module = module
+        .map(|load| {
+            let how = if load.cached { "cached" } else { "compiled" };
+            format!(" (guest module {how} in {:.0} ms)", load.ms)
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{requests} requests ({} listings, {} reads), {} read, {ms:.0} ms{module}",
+        c.list_requests,
+        c.read_requests,
+        medallion_core::report::human_bytes(c.bytes_read)
+    );
 }
 
 /// Registers every Delta table of a lake under its name; quarantines as `<name>_quarantine`.

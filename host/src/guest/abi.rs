@@ -69,7 +69,12 @@ fn fail(state: &mut GuestState, e: Error) -> i64 {
         Error::NotFound { .. } => NOT_FOUND,
         Error::AlreadyExists { .. } => ALREADY_EXISTS,
         other => {
-            state.pending = other.to_string().into_bytes();
+            // The guest names the location (and range) it asked for; the host adds only why.
+            state.pending = match other {
+                Error::Io { message, .. } | Error::Location { message, .. } => message,
+                other => other.to_string(),
+            }
+            .into_bytes();
             ERROR
         }
     }
