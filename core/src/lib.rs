@@ -32,6 +32,7 @@ pub mod dag;
 pub mod delta;
 pub mod error;
 pub mod inspect;
+pub mod latest_table;
 pub mod pipeline;
 pub mod quality;
 pub mod query;

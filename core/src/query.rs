@@ -15,6 +15,7 @@ use datafusion::datasource::source::DataSourceExec;
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions};
 use datafusion::physical_plan::empty::EmptyExec;
@@ -41,6 +42,9 @@ pub struct EngineOptions {
     pub batch_size: usize,
     /// How Parquet is read through the storage: footer hint, coalescing, concurrency.
     pub reading: ReadSettings,
+    /// Bytes that the session's queries may hold at once (sorts, joins, aggregates); a query
+    /// that needs more fails with an error saying so. No limit if absent.
+    pub memory_limit: Option<usize>,
 }
 
 impl Default for EngineOptions {
@@ -49,6 +53,7 @@ impl Default for EngineOptions {
             target_partitions: 1,
             batch_size: 8192,
             reading: ReadSettings::default(),
+            memory_limit: None,
         }
     }
 }
@@ -77,7 +82,18 @@ pub fn new_context(opts: EngineOptions) -> SessionContext {
         settings: opts.reading,
         ..Default::default()
     }));
-    SessionContext::new_with_config(config)
+    match opts.memory_limit {
+        None => SessionContext::new_with_config(config),
+        Some(limit) => {
+            let runtime = RuntimeEnv {
+                memory_pool: Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(
+                    limit,
+                )),
+                ..Default::default()
+            };
+            SessionContext::new_with_config_rt(config, Arc::new(runtime))
+        }
+    }
 }
 
 /// Runs a query to completion; errors name the query's table (or "query") as context.
@@ -143,9 +159,27 @@ impl ParquetFilesTable {
         partition_columns: &[String],
         files: &[LiveFile],
     ) -> Result<Self> {
+        Self::partitioned_in(
+            &ctx.runtime_env(),
+            storage,
+            schema,
+            partition_columns,
+            files,
+        )
+    }
+
+    /// [`Self::partitioned`] given the runtime the files' object stores are registered in (a
+    /// table built while planning a query has the session's, not its context).
+    pub fn partitioned_in(
+        runtime: &RuntimeEnv,
+        storage: &Arc<dyn Storage>,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<Self> {
         let (store_url, prefix) = match files.first() {
             Some(first) => (
-                register_for(ctx, storage, &first.location)?.0,
+                register_for(runtime, storage, &first.location)?.0,
                 route(&first.location)?.1,
             ),
             None => (ObjectStoreUrl::local_filesystem(), "/".to_string()),
@@ -166,7 +200,7 @@ impl ParquetFilesTable {
         let files = files
             .iter()
             .map(|f| {
-                let (url, path) = register_for(ctx, storage, &f.location)?;
+                let (url, path) = register_for(runtime, storage, &f.location)?;
                 if url != store_url {
                     return Err(Error::Spec(format!(
                         "{}: all files of one table must be on the same server",

@@ -10,6 +10,7 @@ pub mod local_fs;
 pub mod native_storage;
 pub mod retail_data;
 pub mod s3;
+pub mod serve;
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 

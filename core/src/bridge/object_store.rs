@@ -268,15 +268,14 @@ impl ObjectStore for StorageObjectStore {
 /// Registers the object store that serves `location` with a DataFusion context, and returns
 /// the URL under which DataFusion finds it plus the object path of the location.
 pub fn register_for(
-    ctx: &datafusion::prelude::SessionContext,
+    runtime: &datafusion::execution::runtime_env::RuntimeEnv,
     storage: &Arc<dyn Storage>,
     location: &str,
 ) -> crate::Result<(ObjectStoreUrl, Path)> {
     let (url, prefix, rest) = route(location)?;
-    let runtime = ctx.runtime_env();
     // Register once per URL; a store someone else registered there is replaced by ours.
-    if !registered_by_us(&runtime, &url) {
-        ctx.register_object_store(
+    if !registered_by_us(runtime, &url) {
+        runtime.register_object_store(
             url.as_ref(),
             Arc::new(StorageObjectStore::new(storage.clone(), prefix)),
         );

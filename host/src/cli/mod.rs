@@ -181,6 +181,48 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the lake to BI tools and SQL clients over the PostgreSQL wire protocol (read-only).
+    #[command(
+        after_help = "Schemas bronze, silver, gold and quarantine hold the lake's Delta tables; every query \
+        reads each table at its latest committed version, so a pipeline's commit is visible to the next query \
+        and never half of it. Writes and DDL are refused (SQLSTATE 25006). Tables a pipeline creates appear \
+        within 2 s.\n\n\
+        On 127.0.0.1 (the default) no password is asked. Any other --bind needs a password, which clients give \
+        as user `medallion` (SCRAM-SHA-256): --password-file FILE or the MEDALLION_SERVE_PASSWORD variable; \
+        add --tls-cert/--tls-key to encrypt.\n\n\
+        Examples:\n  \
+        medallion serve --lake lake\n  \
+        psql -h 127.0.0.1 -p 5433 -c 'SELECT * FROM gold.sales_by_region_day LIMIT 5'\n  \
+        JDBC: jdbc:postgresql://127.0.0.1:5433/lake   (DBeaver, Metabase, Tableau: PostgreSQL, port 5433)"
+    )]
+    Serve {
+        /// The lake to serve (a folder or s3://bucket/prefix).
+        #[arg(long, default_value = "lake")]
+        lake: String,
+        /// Address to listen on. Anything but loopback needs a password.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Port of the PostgreSQL protocol.
+        #[arg(long, default_value_t = 5433)]
+        pg_port: u16,
+        /// A file whose first line is the password clients must give (as user `medallion`).
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// TLS certificate (PEM); with --tls-key, connections may be encrypted.
+        #[arg(long, value_name = "PEM", requires = "tls_key")]
+        tls_cert: Option<String>,
+        /// TLS private key (PKCS#8 PEM).
+        #[arg(long, value_name = "PEM", requires = "tls_cert")]
+        tls_key: Option<String>,
+        /// Connections served at once; more are turned away.
+        #[arg(long, default_value_t = 100)]
+        max_connections: usize,
+        /// Memory all running queries may hold together (sorts, joins, aggregates), e.g. 2GiB.
+        #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
+        max_memory: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
+    },
     /// Generate the retail demo data (if absent), run its pipeline into a lake, print the gold tables.
     Demo {
         /// Where the demo's spec (pipeline.toml) and source data (data/) go.
@@ -438,6 +480,45 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         } => {
             let retention = retention_hours.map(|h| (h * 3.6e6) as i64);
             maintain::vacuum(&tables, lake.as_deref(), retention, force, apply, json).await
+        }
+        Command::Serve {
+            lake,
+            bind,
+            pg_port,
+            password_file,
+            tls_cert,
+            tls_key,
+            max_connections,
+            max_memory,
+            engine,
+        } => {
+            use anyhow::Context as _;
+            let password = match password_file {
+                Some(f) => {
+                    let text = std::fs::read_to_string(&f)
+                        .with_context(|| format!("password file {}", f.display()))?;
+                    let first = text.lines().next().unwrap_or("").to_string();
+                    anyhow::ensure!(!first.is_empty(), "password file {} is empty", f.display());
+                    Some(first)
+                }
+                None => std::env::var("MEDALLION_SERVE_PASSWORD")
+                    .ok()
+                    .filter(|p| !p.is_empty()),
+            };
+            let opts = medallion_host::serve::ServeOptions {
+                lake: medallion_host::local_fs::absolute(&lake)
+                    .with_context(|| format!("lake {lake}"))?,
+                bind,
+                pg_port,
+                password,
+                tls: tls_cert.zip(tls_key),
+                max_connections,
+                engine: medallion_core::query::EngineOptions {
+                    memory_limit: Some(max_memory),
+                    ..engine.options()
+                },
+            };
+            medallion_host::serve::serve(engine.storage()?, opts).await
         }
         Command::Demo {
             dir,

@@ -1,0 +1,270 @@
+//! `medallion serve`: the lake over the PostgreSQL wire protocol, for psql, JDBC/ODBC drivers
+//! and BI tools. The protocol and the `pg_catalog` those clients query come from
+//! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
+//! read-only, and asks for a password (SCRAM-SHA-256) whenever it listens beyond loopback.
+
+pub mod catalog;
+pub mod read_only;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
+use datafusion_postgres::hooks::cursor::CursorStatementHook;
+use datafusion_postgres::hooks::set_show::SetShowHook;
+use datafusion_postgres::hooks::transactions::TransactionStatementHook;
+use datafusion_postgres::pgwire::api::auth::noop::NoopStartupHandler;
+use datafusion_postgres::pgwire::api::auth::sasl::scram::{
+    gen_salted_password, ScramAuth, SCRAM_ITERATIONS,
+};
+use datafusion_postgres::pgwire::api::auth::sasl::SASLAuthStartupHandler;
+use datafusion_postgres::pgwire::api::auth::{
+    AuthSource, DefaultServerParameterProvider, LoginInfo, Password,
+};
+use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
+use datafusion_postgres::pgwire::api::{
+    ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+};
+use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
+use datafusion_postgres::{serve_with_handlers, DfSessionService, QueryHook, ServerOptions};
+use medallion_core::query::{new_context, EngineOptions};
+use medallion_core::storage::Storage;
+
+use catalog::LakeCatalog;
+
+/// How `medallion serve` listens.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub lake: String,
+    pub bind: IpAddr,
+    pub pg_port: u16,
+    /// The password clients must give (SCRAM-SHA-256); required off loopback.
+    pub password: Option<String>,
+    pub tls: Option<(String, String)>,
+    pub max_connections: usize,
+    pub engine: EngineOptions,
+}
+
+/// The user name clients log in as when a password is set.
+pub const USER: &str = "medallion";
+
+/// Serves until the process is stopped.
+pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Result<()> {
+    if !opts.bind.is_loopback() && opts.password.is_none() {
+        bail!(
+            "refusing to listen on {} without a password: anyone who can reach it could read the lake. \
+             Give one with --password-file FILE or MEDALLION_SERVE_PASSWORD, or bind 127.0.0.1",
+            opts.bind
+        );
+    }
+    let ctx = Arc::new(new_context(opts.engine));
+    setup_pg_catalog(
+        &ctx,
+        &ctx.state()
+            .config()
+            .options()
+            .catalog
+            .default_catalog
+            .clone(),
+        Arc::new(datafusion_postgres::auth::AuthManager::default()),
+    )
+    .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    let lake = Arc::new(LakeCatalog::new(&ctx, storage, &opts.lake)?);
+    let n = lake
+        .refresh()
+        .await
+        .with_context(|| format!("listing the lake {}", opts.lake))?;
+    eprintln!("serving {n} tables of {}", opts.lake);
+    tokio::spawn({
+        let lake = lake.clone();
+        async move {
+            loop {
+                tokio::time::sleep(catalog::REFRESH).await;
+                if let Err(e) = lake.refresh().await {
+                    eprintln!("listing the lake for new tables failed (will retry): {e:#}");
+                }
+            }
+        }
+    });
+
+    let hooks: Vec<Arc<dyn QueryHook>> = vec![
+        Arc::new(read_only::ReadOnly),
+        Arc::new(CursorStatementHook),
+        Arc::new(SetShowHook),
+        Arc::new(TransactionStatementHook),
+    ];
+    let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+    let connections = Arc::new(ConnectionManager::new());
+    let mut server = ServerOptions::new()
+        .with_host(opts.bind.to_string())
+        .with_port(opts.pg_port)
+        .with_max_connections(opts.max_connections);
+    if let Some((cert, key)) = &opts.tls {
+        for f in [cert, key] {
+            std::fs::metadata(f).with_context(|| format!("TLS file {f}"))?;
+        }
+        server = server
+            .with_tls_cert_path(Some(cert.clone()))
+            .with_tls_key_path(Some(key.clone()));
+    }
+    let listening = format!(
+        "postgresql://{}{}:{}/lake{}",
+        if opts.password.is_some() {
+            "medallion@"
+        } else {
+            ""
+        },
+        opts.bind,
+        opts.pg_port,
+        if opts.tls.is_some() {
+            "?sslmode=require"
+        } else {
+            ""
+        }
+    );
+    eprintln!(
+        "PostgreSQL protocol on {listening} (read-only; schemas bronze, silver, gold, quarantine)"
+    );
+    let result = match opts.password {
+        None => {
+            let handlers = Handlers {
+                session,
+                cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+                startup: Trust { connections },
+            };
+            serve_with_handlers(Arc::new(handlers), &server).await
+        }
+        Some(password) => {
+            let handlers = Handlers {
+                session,
+                cancel: Arc::new(DefaultCancelHandler::new(connections.clone())),
+                startup: Scram {
+                    connections,
+                    source: Arc::new(OnePassword::new(password)),
+                },
+            };
+            serve_with_handlers(Arc::new(handlers), &server).await
+        }
+    };
+    result.with_context(|| format!("listening on {}:{}", opts.bind, opts.pg_port))
+}
+
+/// One way to start a connection: with or without a password.
+trait Startup: Send + Sync + 'static {
+    type Handler: datafusion_postgres::pgwire::api::auth::StartupHandler + 'static;
+    fn handler(&self) -> Arc<Self::Handler>;
+}
+
+struct Handlers<S> {
+    session: Arc<DfSessionService>,
+    cancel: Arc<DefaultCancelHandler>,
+    startup: S,
+}
+
+impl<S: Startup> PgWireServerHandlers for Handlers<S> {
+    fn simple_query_handler(
+        &self,
+    ) -> Arc<impl datafusion_postgres::pgwire::api::query::SimpleQueryHandler> {
+        self.session.clone()
+    }
+
+    fn extended_query_handler(
+        &self,
+    ) -> Arc<impl datafusion_postgres::pgwire::api::query::ExtendedQueryHandler> {
+        self.session.clone()
+    }
+
+    fn startup_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::auth::StartupHandler> {
+        self.startup.handler()
+    }
+
+    fn error_handler(&self) -> Arc<impl ErrorHandler> {
+        Arc::new(LogRefusals)
+    }
+
+    fn cancel_handler(&self) -> Arc<impl datafusion_postgres::pgwire::api::cancel::CancelHandler> {
+        self.cancel.clone()
+    }
+}
+
+/// Loopback without a password: every local user may read the lake, as with its files.
+struct Trust {
+    connections: Arc<ConnectionManager>,
+}
+
+struct TrustHandler {
+    connections: Arc<ConnectionManager>,
+}
+
+#[async_trait::async_trait]
+impl NoopStartupHandler for TrustHandler {
+    fn connection_manager(&self) -> Option<Arc<ConnectionManager>> {
+        Some(self.connections.clone())
+    }
+}
+
+impl Startup for Trust {
+    type Handler = TrustHandler;
+    fn handler(&self) -> Arc<TrustHandler> {
+        Arc::new(TrustHandler {
+            connections: self.connections.clone(),
+        })
+    }
+}
+
+/// SCRAM-SHA-256 against one password; a fresh handler per connection (it holds the
+/// exchange's state).
+struct Scram {
+    connections: Arc<ConnectionManager>,
+    source: Arc<OnePassword>,
+}
+
+impl Startup for Scram {
+    type Handler = SASLAuthStartupHandler<DefaultServerParameterProvider>;
+    fn handler(&self) -> Arc<Self::Handler> {
+        let mut scram = ScramAuth::new(self.source.clone());
+        scram.set_iterations(SCRAM_ITERATIONS);
+        Arc::new(
+            SASLAuthStartupHandler::new(Arc::new(DefaultServerParameterProvider::default()))
+                .with_scram(scram)
+                .with_connection_manager(self.connections.clone()),
+        )
+    }
+}
+
+/// The server's one password, kept salted and hashed as SCRAM needs it.
+#[derive(Debug)]
+struct OnePassword {
+    salt: [u8; 16],
+    salted: Vec<u8>,
+}
+
+impl OnePassword {
+    fn new(password: String) -> Self {
+        let salt: [u8; 16] = rand::random();
+        let salted = gen_salted_password(&password, &salt, SCRAM_ITERATIONS);
+        Self { salt, salted }
+    }
+}
+
+#[async_trait::async_trait]
+impl AuthSource for OnePassword {
+    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
+        Ok(Password::new(Some(self.salt.to_vec()), self.salted.clone()))
+    }
+}
+
+/// Logs refused logins (who and from where, never what password was tried).
+struct LogRefusals;
+
+impl ErrorHandler for LogRefusals {
+    fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
+        if let PgWireError::InvalidPassword(user) = error {
+            eprintln!(
+                "refused a login as `{user}` from {}: wrong password",
+                client.socket_addr()
+            );
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! Refuses every statement that could change something — the lake changes only through
+//! pipeline runs, and the session is shared by every connection, so one client's
+//! `CREATE TABLE` must not appear in another's catalog. Only reads, `SHOW`/`SET`,
+//! transactions and cursors pass; the rest gets PostgreSQL's own SQLSTATE 25006.
+
+use async_trait::async_trait;
+use datafusion_postgres::pgwire::api::results::Response;
+use datafusion_postgres::pgwire::api::ClientInfo;
+use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use datafusion_postgres::{hooks::HookClient, QueryHook};
+use medallion_core::datafusion::common::ParamValues;
+use medallion_core::datafusion::logical_expr::LogicalPlan;
+use medallion_core::datafusion::prelude::SessionContext;
+use medallion_core::datafusion::sql::sqlparser::ast::Statement;
+
+pub struct ReadOnly;
+
+/// Whether a statement only reads.
+pub fn allowed(statement: &Statement) -> bool {
+    use Statement as S;
+    match statement {
+        S::Explain { statement, .. } | S::Prepare { statement, .. } => allowed(statement),
+        S::Query(_)
+        | S::ExplainTable { .. }
+        | S::Set(_)
+        | S::Reset { .. }
+        | S::ShowFunctions { .. }
+        | S::ShowVariable { .. }
+        | S::ShowVariables { .. }
+        | S::ShowStatus { .. }
+        | S::ShowCreate { .. }
+        | S::ShowColumns { .. }
+        | S::ShowCatalogs { .. }
+        | S::ShowDatabases { .. }
+        | S::ShowSchemas { .. }
+        | S::ShowTables { .. }
+        | S::ShowViews { .. }
+        | S::ShowObjects { .. }
+        | S::ShowCollation { .. }
+        | S::ShowCharset { .. }
+        | S::StartTransaction { .. }
+        | S::Commit { .. }
+        | S::Rollback { .. }
+        | S::Savepoint { .. }
+        | S::ReleaseSavepoint { .. }
+        | S::Declare { .. }
+        | S::Fetch { .. }
+        | S::Close { .. }
+        | S::Deallocate { .. }
+        | S::Discard { .. }
+        | S::Execute { .. } => true,
+        _ => false,
+    }
+}
+
+fn refuse(statement: &Statement) -> PgWireError {
+    let text = statement.to_string();
+    let verb: String = text
+        .split_whitespace()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_uppercase();
+    PgWireError::UserError(Box::new(ErrorInfo::new(
+        "ERROR".into(),
+        "25006".into(),
+        format!(
+            "cannot execute {verb}: medallion serve is read-only (the lake's tables change only through pipeline runs)"
+        ),
+    )))
+}
+
+#[async_trait]
+impl QueryHook for ReadOnly {
+    async fn handle_simple_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+
+    async fn handle_extended_parse_query(
+        &self,
+        statement: &Statement,
+        _ctx: &SessionContext,
+        _client: &(dyn ClientInfo + Send + Sync),
+    ) -> Option<PgWireResult<LogicalPlan>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+
+    async fn handle_extended_query(
+        &self,
+        statement: &Statement,
+        _plan: &LogicalPlan,
+        _params: &ParamValues,
+        _ctx: &SessionContext,
+        _client: &mut dyn HookClient,
+    ) -> Option<PgWireResult<Response>> {
+        (!allowed(statement)).then(|| Err(refuse(statement)))
+    }
+}
