@@ -559,3 +559,35 @@ async fn appended_columns_keep_older_files_readable_and_type_changes_are_named()
     .to_string();
     assert!(err.contains("column `id`"), "{err}");
 }
+
+#[tokio::test]
+async fn a_served_table_shows_each_query_the_latest_committed_version() {
+    use medallion_core::latest_table::LatestDeltaTable;
+    let dir = tempfile::tempdir().unwrap();
+    orders(dir.path(), "d1", 0, 10);
+    run_with(SPEC, dir.path(), local(), "r1").await.unwrap();
+    let loc = dir.path().join("lake/gold/by_region");
+    let table = LatestDeltaTable::open(local(), &loc.to_string_lossy())
+        .await
+        .unwrap();
+    let ctx = medallion_core::query::new_context(EngineOptions::default());
+    ctx.register_table("t", Arc::new(table)).unwrap();
+    use medallion_core::datafusion;
+    let orders_count = |ctx: datafusion::prelude::SessionContext| async move {
+        let batches = ctx
+            .sql("SELECT sum(orders) FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .unwrap()
+            .to_string()
+    };
+    assert!(orders_count(ctx.clone()).await.contains("| 10 "));
+    // A run commits a new version of the table under the registered provider.
+    orders(dir.path(), "d2", 10, 15);
+    run_with(SPEC, dir.path(), local(), "r2").await.unwrap();
+    assert!(orders_count(ctx.clone()).await.contains("| 25 "));
+}

@@ -59,7 +59,8 @@ impl LatestDeltaTable {
 #[async_trait]
 impl TableProvider for LatestDeltaTable {
     fn schema(&self) -> SchemaRef {
-        self.last().schema.clone()
+        let last = self.last();
+        ParquetFilesTable::scan_schema(&last.schema, &last.metadata.partition_columns)
     }
 
     fn table_type(&self) -> TableType {
@@ -86,7 +87,9 @@ impl TableProvider for LatestDeltaTable {
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         // The query was planned with the schema it saw; a commit that changed the schema since
         // (a column added) would shift the projection, so the query is asked to run again.
-        if snapshot.schema != planned {
+        if ParquetFilesTable::scan_schema(&snapshot.schema, &snapshot.metadata.partition_columns)
+            != planned
+        {
             return Err(DataFusionError::Plan(format!(
                 "table {} changed its schema at version {} while this query was planned; run the query again",
                 self.location, snapshot.version

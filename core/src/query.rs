@@ -189,14 +189,7 @@ impl ParquetFilesTable {
             .map(Arc::new)
             .collect();
         let file_schema = delta::file_schema(&schema, partition_columns);
-        let table_schema = Arc::new(Schema::new(
-            file_schema
-                .fields()
-                .iter()
-                .cloned()
-                .chain(partition_fields.iter().cloned())
-                .collect::<Vec<_>>(),
-        ));
+        let table_schema = Self::scan_schema(&schema, partition_columns);
         let files = files
             .iter()
             .map(|f| {
@@ -227,6 +220,24 @@ impl ParquetFilesTable {
             storage: share(storage.clone()),
             prefix,
         })
+    }
+
+    /// The columns a scan yields: the files' columns, then the partition columns (a
+    /// partitioned Delta table's own order may interleave them).
+    pub fn scan_schema(schema: &SchemaRef, partition_columns: &[String]) -> SchemaRef {
+        let file_schema = delta::file_schema(schema, partition_columns);
+        Arc::new(Schema::new(
+            file_schema
+                .fields()
+                .iter()
+                .cloned()
+                .chain(
+                    partition_fields(schema, partition_columns)
+                        .into_iter()
+                        .map(Arc::new),
+                )
+                .collect::<Vec<_>>(),
+        ))
     }
 
     /// Which files may hold rows matching `filters`: those whose partition values pass every

@@ -101,3 +101,53 @@ impl QueryHook for ReadOnly {
         (!allowed(statement)).then(|| Err(refuse(statement)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use medallion_core::datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+    use medallion_core::datafusion::sql::sqlparser::parser::Parser;
+
+    fn first(sql: &str) -> Statement {
+        Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .unwrap()
+            .remove(0)
+    }
+
+    #[test]
+    fn reads_pass_and_everything_that_writes_is_refused() {
+        for sql in [
+            "SELECT 1",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "EXPLAIN SELECT 1",
+            "SHOW search_path",
+            "SET application_name = 'x'",
+            "BEGIN",
+            "COMMIT",
+            "DECLARE c CURSOR FOR SELECT 1",
+        ] {
+            assert!(allowed(&first(sql)), "{sql}");
+        }
+        for sql in [
+            "INSERT INTO gold.t VALUES (1)",
+            "UPDATE gold.t SET a = 1",
+            "DELETE FROM gold.t",
+            "CREATE TABLE x (a int)",
+            "CREATE VIEW v AS SELECT 1",
+            "DROP TABLE gold.t",
+            "TRUNCATE gold.t",
+            "ALTER TABLE gold.t ADD COLUMN b int",
+            "COPY gold.t FROM '/etc/passwd'",
+            "EXPLAIN ANALYZE DELETE FROM gold.t",
+            "PREPARE p AS DELETE FROM gold.t",
+            "GRANT SELECT ON gold.t TO x",
+        ] {
+            let s = first(sql);
+            assert!(!allowed(&s), "{sql}");
+            let PgWireError::UserError(info) = refuse(&s) else {
+                panic!("not a user error")
+            };
+            assert_eq!(info.code, "25006", "{sql}");
+        }
+    }
+}
