@@ -17,7 +17,7 @@ step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
 step "setup: Debian packages, Rust targets, Python packages"
 need=()
-for p in clang llvm wasi-libc chromium; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in clang llvm wasi-libc chromium postgresql-client openjdk-17-jdk-headless libpostgresql-jdbc-java odbc-postgresql unixodbc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -30,6 +30,9 @@ rustup component add clippy rustfmt >/dev/null 2>&1 || true
 "$VENV/bin/python" -c "import duckdb, deltalake, pyarrow, duckdb_extension_delta, moto, boto3, duckdb_extension_httpfs" 2>/dev/null || \
   "$VENV/bin/pip" install -q "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" deltalake pyarrow \
     "moto[server]==5.2.5" "boto3==1.44.8" "duckdb-extension-httpfs==1.5.5"
+# psycopg, SQLAlchemy, pandas, pyodbc: the PostgreSQL clients tests/serve.py points at `medallion serve`.
+"$VENV/bin/python" -c "import psycopg, sqlalchemy, pandas, pyodbc" 2>/dev/null || \
+  "$VENV/bin/pip" install -q "psycopg[binary]==3.3.9" "SQLAlchemy==2.1.9" "pandas==3.1.1" "pyodbc==5.5.0"
 # playwright-core (drives Debian's chromium), workerd, apache-arrow: pinned by package-lock.json.
 [ -d node_modules/workerd ] && [ node_modules/.package-lock.json -nt package-lock.json ] || \
   npm ci --no-audit --no-fund --loglevel=error
@@ -64,6 +67,9 @@ step "Delta lifecycle: tables Medallion writes, through runs, checkpoints, optim
 
 step "S3 lakes: the demo in a bucket (moto on loopback), natively and in the guest, read alike by deltalake and DuckDB; racing writers, faults, request counts"
 "$VENV/bin/python" tests/s3_lake.py "$bin"
+
+step "medallion serve: psql, psycopg, SQLAlchemy/pandas, JDBC and ODBC get medallion query's answers; read-only, freshness, load, auth, limits"
+"$VENV/bin/python" tests/serve.py "$bin"
 
 step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile)"
 npm run build

@@ -240,6 +240,12 @@ enum Command {
         /// Print the run report as JSON.
         #[arg(long)]
         json: bool,
+        /// Then serve the lake over the PostgreSQL protocol on 127.0.0.1 (see `medallion serve`).
+        #[arg(long)]
+        serve: bool,
+        /// With --serve: the PostgreSQL protocol's port.
+        #[arg(long, default_value_t = 5433, requires = "serve")]
+        pg_port: u16,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -526,6 +532,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             scale,
             more,
             json,
+            serve,
+            pg_port,
             engine,
             guest,
         } => {
@@ -539,7 +547,23 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 engine.options(),
                 guest,
             )
-            .await
+            .await?;
+            if !serve {
+                return Ok(());
+            }
+            eprintln!(
+                "\nserving the lake; try:  psql -h 127.0.0.1 -p {pg_port} -d lake -c 'SELECT * FROM gold.sales_by_region_day LIMIT 5'"
+            );
+            let opts = medallion_host::serve::ServeOptions {
+                lake: medallion_host::local_fs::absolute(&lake)?,
+                bind: std::net::Ipv4Addr::LOCALHOST.into(),
+                pg_port,
+                password: None,
+                tls: None,
+                max_connections: 100,
+                engine: engine.options(),
+            };
+            medallion_host::serve::serve(engine.storage()?, opts).await
         }
     }
 }

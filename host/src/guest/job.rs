@@ -23,7 +23,7 @@ use medallion_core::dag::{self, Dag};
 use medallion_core::pipeline::{self, RunOptions, StagedCommit, TableState};
 use medallion_core::report::{RunReport, StageTime, TableReport};
 use medallion_core::spec::PipelineSpec;
-use medallion_core::storage::{is_url, join, IoCounts, Storage};
+use medallion_core::storage::{is_url, join, CountingStorage, IoCounts, Storage};
 use serde_json::json;
 
 use super::grants::{Access, Grants};
@@ -129,7 +129,9 @@ pub fn run_pipeline(
 
     (ctx.progress)(&json!({ "event": "committing", "tables": commits.len() }));
     let t = Instant::now();
-    let storage = CommitStorage::new(ctx.storage.clone());
+    // The host's own requests of the commit (log entries, checkpoints) count too.
+    let counting = Arc::new(CountingStorage::new(ctx.storage.clone()));
+    let storage = CommitStorage::new(counting.clone());
     let committed = ctx.runtime.block_on(staged_check::commit(
         &storage,
         &ctx.grants,
@@ -143,7 +145,7 @@ pub fn run_pipeline(
     report.tables = dag.order.iter().filter_map(|t| tables.remove(t)).collect();
     pipeline::record_versions(&mut report, &committed);
     report.ok = true;
-    report.io = io;
+    report.io = io + counting.stats().counts();
     report.elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     Ok(report)
 }

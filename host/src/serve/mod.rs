@@ -4,6 +4,7 @@
 //! read-only, and asks for a password (SCRAM-SHA-256) whenever it listens beyond loopback.
 
 pub mod catalog;
+mod compat;
 pub mod read_only;
 
 use std::net::IpAddr;
@@ -24,7 +25,7 @@ use datafusion_postgres::pgwire::api::auth::{
 };
 use datafusion_postgres::pgwire::api::cancel::DefaultCancelHandler;
 use datafusion_postgres::pgwire::api::{
-    ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers,
+    ClientInfo, ConnectionManager, ErrorHandler, PgWireServerHandlers, METADATA_USER,
 };
 use datafusion_postgres::pgwire::error::{PgWireError, PgWireResult};
 use datafusion_postgres::{serve_with_handlers, DfSessionService, QueryHook, ServerOptions};
@@ -70,6 +71,7 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
         Arc::new(datafusion_postgres::auth::AuthManager::default()),
     )
     .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
+    compat::register(&ctx);
     let lake = Arc::new(LakeCatalog::new(&ctx, storage, &opts.lake)?);
     let n = lake
         .refresh()
@@ -250,8 +252,13 @@ impl OnePassword {
 
 #[async_trait::async_trait]
 impl AuthSource for OnePassword {
-    async fn get_password(&self, _login: &LoginInfo) -> PgWireResult<Password> {
-        Ok(Password::new(Some(self.salt.to_vec()), self.salted.clone()))
+    async fn get_password(&self, login: &LoginInfo) -> PgWireResult<Password> {
+        match login.user() {
+            Some(USER) => Ok(Password::new(Some(self.salt.to_vec()), self.salted.clone())),
+            other => Err(PgWireError::InvalidPassword(
+                other.unwrap_or("").to_string(),
+            )),
+        }
     }
 }
 
@@ -260,9 +267,19 @@ struct LogRefusals;
 
 impl ErrorHandler for LogRefusals {
     fn on_error<C: ClientInfo>(&self, client: &C, error: &mut PgWireError) {
-        if let PgWireError::InvalidPassword(user) = error {
+        if let PgWireError::InvalidPassword(_) = error {
+            // The startup message's user: libpq leaves SCRAM's own user name empty.
+            let user = client
+                .metadata()
+                .get(METADATA_USER)
+                .map_or("", |u| u.as_str());
+            let why = if user == USER {
+                "wrong password".to_string()
+            } else {
+                format!("the only user is `{USER}`")
+            };
             eprintln!(
-                "refused a login as `{user}` from {}: wrong password",
+                "refused a login as `{user}` from {}: {why}",
                 client.socket_addr()
             );
         }

@@ -1,10 +1,15 @@
 //! Refuses every statement that could change something — the lake changes only through
 //! pipeline runs, and the session is shared by every connection, so one client's
-//! `CREATE TABLE` must not appear in another's catalog. Only reads, `SHOW`/`SET`,
-//! transactions and cursors pass; the rest gets PostgreSQL's own SQLSTATE 25006.
+//! `CREATE TABLE` must not appear in another's catalog, nor its `SET datafusion.…` lift the
+//! server's memory cap for everyone. Only reads, `SHOW`/`SET`, transactions and cursors pass;
+//! the rest gets PostgreSQL's own SQLSTATE 25006 (42501 for engine settings). Savepoints,
+//! which drivers send around statements, are answered here: with nothing written, there is
+//! nothing to roll back to.
 
 use async_trait::async_trait;
-use datafusion_postgres::pgwire::api::results::Response;
+use std::sync::Arc;
+
+use datafusion_postgres::pgwire::api::results::{Response, Tag};
 use datafusion_postgres::pgwire::api::ClientInfo;
 use datafusion_postgres::pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use datafusion_postgres::{hooks::HookClient, QueryHook};
@@ -53,14 +58,47 @@ pub fn allowed(statement: &Statement) -> bool {
     }
 }
 
+/// A `SET` of the engine's own settings, which every connection shares.
+fn engine_setting(statement: &Statement) -> bool {
+    matches!(statement, Statement::Set(_))
+        && statement.to_string().to_lowercase().contains("datafusion.")
+}
+
+/// The answer to a savepoint statement, which changes nothing on a read-only server.
+fn savepoint_tag(statement: &Statement) -> Option<&'static str> {
+    match statement {
+        Statement::Savepoint { .. } => Some("SAVEPOINT"),
+        Statement::ReleaseSavepoint { .. } => Some("RELEASE"),
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        } => Some("ROLLBACK"),
+        _ => None,
+    }
+}
+
+fn check(statement: &Statement) -> Option<PgWireResult<Response>> {
+    if let Some(tag) = savepoint_tag(statement) {
+        return Some(Ok(Response::Execution(Tag::new(tag))));
+    }
+    if engine_setting(statement) {
+        return Some(Err(PgWireError::UserError(Box::new(ErrorInfo::new(
+            "ERROR".into(),
+            "42501".into(),
+            "the engine's settings (datafusion.*) are shared by every connection and set when the server starts (see medallion serve --help)".into(),
+        )))));
+    }
+    (!allowed(statement)).then(|| Err(refuse(statement)))
+}
+
 fn refuse(statement: &Statement) -> PgWireError {
     let text = statement.to_string();
-    let verb: String = text
-        .split_whitespace()
-        .take(2)
-        .collect::<Vec<_>>()
-        .join(" ")
-        .to_uppercase();
+    // The statement's kind (`INSERT`, `CREATE TABLE`), not its names.
+    let mut words = text.split_whitespace();
+    let first = words.next().unwrap_or("").to_uppercase();
+    let verb = match (first.as_str(), words.next()) {
+        ("CREATE" | "DROP" | "ALTER", Some(what)) => format!("{first} {}", what.to_uppercase()),
+        _ => first,
+    };
     PgWireError::UserError(Box::new(ErrorInfo::new(
         "ERROR".into(),
         "25006".into(),
@@ -78,7 +116,7 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        (!allowed(statement)).then(|| Err(refuse(statement)))
+        check(statement)
     }
 
     async fn handle_extended_parse_query(
@@ -87,7 +125,16 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &(dyn ClientInfo + Send + Sync),
     ) -> Option<PgWireResult<LogicalPlan>> {
-        (!allowed(statement)).then(|| Err(refuse(statement)))
+        match check(statement)? {
+            Err(e) => Some(Err(e)),
+            // Answered at execution; the plan only has to exist.
+            Ok(_) => Some(Ok(LogicalPlan::EmptyRelation(
+                medallion_core::datafusion::logical_expr::EmptyRelation {
+                    produce_one_row: false,
+                    schema: Arc::new(medallion_core::datafusion::common::DFSchema::empty()),
+                },
+            ))),
+        }
     }
 
     async fn handle_extended_query(
@@ -98,7 +145,7 @@ impl QueryHook for ReadOnly {
         _ctx: &SessionContext,
         _client: &mut dyn HookClient,
     ) -> Option<PgWireResult<Response>> {
-        (!allowed(statement)).then(|| Err(refuse(statement)))
+        check(statement)
     }
 }
 
@@ -149,5 +196,19 @@ mod tests {
             };
             assert_eq!(info.code, "25006", "{sql}");
         }
+        for sql in [
+            "SAVEPOINT s1",
+            "RELEASE SAVEPOINT s1",
+            "ROLLBACK TO SAVEPOINT s1",
+        ] {
+            assert!(matches!(check(&first(sql)), Some(Ok(_))), "{sql}");
+        }
+        for sql in [
+            "SET datafusion.runtime.memory_limit = '1G'",
+            "SET datafusion.catalog.default_schema = 'gold'",
+        ] {
+            assert!(matches!(check(&first(sql)), Some(Err(_))), "{sql}");
+        }
+        assert!(check(&first("SET application_name = 'bi'")).is_none());
     }
 }
