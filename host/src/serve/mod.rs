@@ -59,6 +59,10 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
             opts.bind
         );
     }
+    // Fail before saying "serving" if the port is taken (the server binds it again below;
+    // a script waiting for the banner must not see it for a server that never listened).
+    std::net::TcpListener::bind((opts.bind, opts.pg_port))
+        .with_context(|| format!("listening on {}:{}", opts.bind, opts.pg_port))?;
     let ctx = Arc::new(new_context(opts.engine));
     setup_pg_catalog(
         &ctx,
