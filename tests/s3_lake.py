@@ -50,6 +50,7 @@ Prints one line per check, then the time and requests of each run
 """
 
 import argparse
+import base64
 import csv
 import glob
 import json
@@ -1039,6 +1040,40 @@ def stage_requests(c, proxy):
               f"{(f'{ms:.0f}' if ms is not None else '-'):>7}  {kinds}")
 
 
+def stage_multipart(c, proxy):
+    """A data file above the multipart threshold (32 MiB) goes up in parts, and readers get
+    every row of it."""
+    rep = c.rep
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    src = os.path.join(c.work, "big")
+    os.makedirs(src, exist_ok=True)
+    rows = 12_000
+    # Random base64 text barely compresses, so the bronze file stays above the threshold.
+    blobs = [base64.b64encode(os.urandom(3_600)).decode() for _ in range(rows)]
+    pq.write_table(pa.table({"id": list(range(rows)), "blob": blobs}),
+                   os.path.join(src, "blobs.parquet"), compression="none")
+    spec = os.path.join(src, "pipeline.toml")
+    with open(spec, "w") as f:
+        f.write('[pipeline]\nname = "big"\n\n[bronze.blobs]\npath = "blobs.parquet"\n')
+    proxy.set_mode("pass")
+    done = c.med("multipart run", "run", spec, "--lake", "s3://shop/big", "--engine", "native",
+                 env=s3_env(proxy.endpoint))
+    parts = {k: v for k, v in proxy.seen.items() if "multipart" in k}
+    rep.check(done.ok and parts, "[multipart] a bronze data file above 32 MiB goes up in parts",
+              done.said() if not done.ok else f"requests {dict(proxy.seen)}")
+    if not done.ok:
+        return
+    sizes = [o["Size"] for o in c.s3.list_objects_v2(Bucket=BUCKET, Prefix="big/bronze/blobs/")
+             .get("Contents", []) if o["Key"].endswith(".parquet")]
+    table = deltalake.DeltaTable("s3://shop/big/bronze/blobs",
+                                 storage_options=c.storage_options).to_pyarrow_table()
+    got = sorted(zip(table.column("id").to_pylist(), table.column("blob").to_pylist()))
+    rep.check(max(sizes, default=0) > 32 * 1024 * 1024 and got == list(enumerate(blobs)),
+              "[multipart] deltalake reads every row of the multipart file",
+              f"data files {sizes} bytes; {len(got)} rows of {rows}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("binary", help="the medallion executable")
@@ -1093,6 +1128,7 @@ def main():
             stage_timeout(c, proxy, spec)
             stage_cut_upload(c, proxy, spec)
             stage_requests(c, proxy)
+            stage_multipart(c, proxy)
         rep.timings()
     finally:
         proxy.shutdown()
