@@ -17,7 +17,7 @@ step() { printf '\n== %s (%ds)\n' "$1" $(( $(date +%s) - start )); }
 
 step "setup: Debian packages, Rust targets, Python packages"
 need=()
-for p in clang llvm wasi-libc chromium postgresql-client openjdk-17-jdk-headless libpostgresql-jdbc-java odbc-postgresql unixodbc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in clang llvm wasi-libc chromium postgresql postgresql-client openjdk-17-jdk-headless libpostgresql-jdbc-java odbc-postgresql unixodbc; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq && $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
@@ -70,6 +70,9 @@ step "S3 lakes: the demo in a bucket (moto on loopback), natively and in the gue
 
 step "medallion serve: psql, psycopg, SQLAlchemy/pandas, JDBC and ODBC get medallion query's answers; read-only, freshness, load, auth, limits"
 "$VENV/bin/python" tests/serve.py "$bin"
+
+step "PostgreSQL source: a throwaway PostgreSQL (initdb as postgres, loopback), snapshot and incremental extracts equal the table, every mapped type, errors name what is wrong"
+"$VENV/bin/python" tests/postgres_source.py "$bin"
 
 step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile)"
 npm run build

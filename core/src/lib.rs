@@ -11,6 +11,8 @@
 //!   world: an `ObjectStore` and a Parquet reader with range coalescing and a footer cache.
 //! - [`spec`]: the pipeline spec (TOML) and its validation.
 //! - [`dag`]: table dependencies read from each table's SQL, in run order.
+//! - [`extract`]: bronze tables fed by a host-side database connector, batch by batch, in one
+//!   commit (with the incremental watermark recorded atomically).
 //! - [`source`]: bronze ingestion of CSV, NDJSON and Parquet with rescued rows.
 //! - [`quality`]: silver casts, expectations (warn / drop / fail) and deduplication.
 //! - [`delta`]: the subset of the Delta Lake protocol Medallion reads and writes.
@@ -31,6 +33,7 @@ pub mod clock;
 pub mod dag;
 pub mod delta;
 pub mod error;
+pub mod extract;
 pub mod inspect;
 pub mod latest_table;
 pub mod pipeline;

@@ -685,6 +685,23 @@ impl Run<'_> {
         let src = &self.spec.bronze[name];
         let location = table_location(&self.opts.lake, Layer::Bronze, name);
         let snapshot = Snapshot::try_load(self.storage.as_ref(), &location).await?;
+        if src.is_extracted() {
+            // The host extracts database sources before the run (crate::extract); the run
+            // reads what they committed.
+            return match &snapshot {
+                Some(s) => {
+                    report.rows_out = s.num_records().unwrap_or(0);
+                    self.register_snapshot(name, s)
+                }
+                None => Err(Error::Table {
+                    table: name.to_string(),
+                    message: format!(
+                        "nothing has been extracted from source `{}` yet; run `medallion extract` (or `medallion run` with the native host)",
+                        src.source.as_deref().unwrap_or_default()
+                    ),
+                }),
+            };
+        }
         let seen: BTreeSet<String> = snapshot
             .as_ref()
             .map(|s| {

@@ -17,6 +17,21 @@
 //! [gold.orders_per_day]
 //! sql = "SELECT date_trunc('day', order_ts) AS day, count(*) AS orders FROM orders GROUP BY 1"
 //! ```
+//!
+//! A bronze table may instead come from a database the host extracts from (the core never
+//! connects to it; the host hands it batches, see [`crate::extract`]):
+//!
+//! ```toml
+//! [sources.shop]
+//! kind = "postgres"
+//! url = "env:SHOP_DATABASE_URL"      # or a literal postgres:// URL
+//!
+//! [bronze.orders_raw]
+//! source = "shop"
+//! table = "public.orders"            # or query = "SELECT …"
+//! mode = "incremental"               # or "snapshot" (the default)
+//! watermark = "updated_at"
+//! ```
 
 use std::collections::BTreeMap;
 
@@ -32,6 +47,9 @@ use crate::types::parse_type_name;
 pub struct PipelineSpec {
     #[serde(default)]
     pub pipeline: PipelineInfo,
+    /// Databases that bronze tables are extracted from, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sources: BTreeMap<String, Source>,
     #[serde(default)]
     pub bronze: BTreeMap<String, BronzeSource>,
     #[serde(default)]
@@ -53,12 +71,109 @@ pub struct PipelineInfo {
     pub checkpoint_interval: Option<u64>,
 }
 
-/// A raw source landing in a bronze table, appended to on every run with the files not yet seen.
+/// A database bronze tables are extracted from (by the host; see [`crate::extract`]).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    pub kind: SourceKind,
+    /// A connection URL, or `env:NAME` to read it from an environment variable. It may hold a
+    /// password: show it only through [`redact_url`].
+    pub url: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Postgres,
+}
+
+/// How a bronze table takes rows from a database source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExtractMode {
+    /// Every row, each run: the bronze table is replaced by the source's current rows.
+    #[default]
+    Snapshot,
+    /// Rows whose `watermark` column is past the greatest value extracted so far, appended.
+    Incremental,
+}
+
+impl ExtractMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExtractMode::Snapshot => "snapshot",
+            ExtractMode::Incremental => "incremental",
+        }
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        // The key=value form: `host=db user=a password=secret`.
+        return url
+            .split_whitespace()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{user}:***{host}"),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    format!("{scheme}://{authority}{}", redact_query_password(tail))
+}
+
+/// A `password=` query parameter replaced by `***`.
+fn redact_query_password(tail: &str) -> String {
+    let Some((path, query)) = tail.split_once('?') else {
+        return tail.to_string();
+    };
+    let params: Vec<String> = query
+        .split('&')
+        .map(|p| match p.split_once('=') {
+            Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+            _ => p.to_string(),
+        })
+        .collect();
+    format!("{path}?{}", params.join("&"))
+}
+
+/// A raw source landing in a bronze table: files (appended to on every run with the files not
+/// yet seen), or a table or query of a database [`Source`] that the host extracts.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct BronzeSource {
-    /// A file, a glob (`*`, `**`, `?`, `[ab]`) or an http(s) URL.
+    /// A file, a glob (`*`, `**`, `?`, `[ab]`) or an http(s) URL. Empty for database sources.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// The name of a database source in `[sources]`, instead of `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// With `source`: the table to extract (`schema.table` or `table`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// With `source`: a query to extract instead of a table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ExtractMode>,
+    /// With `mode = "incremental"`: the column whose greatest value extracted is recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
     pub format: Option<Format>,
     /// Declared column types, in order. Without it the schema is inferred from the data.
     #[serde(default)]
@@ -261,7 +376,40 @@ impl PipelineSpec {
                 )));
             }
         }
+        for (name, source) in &self.sources {
+            if !valid_name(name) {
+                return Err(Error::Spec(format!(
+                    "source `{name}`: names must be letters, digits and `_`, starting with a letter"
+                )));
+            }
+            if source.url.trim().is_empty() {
+                return Err(Error::Spec(format!(
+                    "source `{name}`: `url` is empty; give a postgres:// URL or env:VARIABLE"
+                )));
+            }
+        }
         for (name, src) in &self.bronze {
+            if src.source.is_some() {
+                self.validate_extracted(name, src)?;
+                continue;
+            }
+            if src.path.is_empty() {
+                return Err(Error::Spec(format!(
+                    "bronze table `{name}`: give `path` (files) or `source` (a database in [sources])"
+                )));
+            }
+            for (field, set) in [
+                ("table", src.table.is_some()),
+                ("query", src.query.is_some()),
+                ("mode", src.mode.is_some()),
+                ("watermark", src.watermark.is_some()),
+            ] {
+                if set {
+                    return Err(Error::Spec(format!(
+                        "bronze table `{name}`: `{field}` needs `source` (a database in [sources]); file sources take `path`"
+                    )));
+                }
+            }
             src.resolved_format()
                 .map_err(|m| Error::Spec(format!("bronze table `{name}`: {m}")))?;
             src.declared_schema()
@@ -298,6 +446,48 @@ impl PipelineSpec {
     }
 }
 
+impl PipelineSpec {
+    fn validate_extracted(&self, name: &str, src: &BronzeSource) -> Result<()> {
+        let err = |m: String| Err(Error::Spec(format!("bronze table `{name}`: {m}")));
+        let source = src.source.as_deref().unwrap_or_default();
+        if !self.sources.contains_key(source) {
+            let known: Vec<&str> = self.sources.keys().map(String::as_str).collect();
+            return err(format!(
+                "source `{source}` is not defined in [sources] (defined: {})",
+                if known.is_empty() {
+                    "none".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ));
+        }
+        if !src.path.is_empty() || src.format.is_some() || src.schema.is_some() {
+            return err(format!(
+                "`path`, `format` and `schema` are for files; a table from source `{source}` takes `table` or `query`"
+            ));
+        }
+        match (&src.table, &src.query) {
+            (Some(_), Some(_)) => return err("give `table` or `query`, not both".into()),
+            (None, None) => {
+                return err(format!(
+                    "give the `table` (or a `query`) to extract from source `{source}`"
+                ))
+            }
+            _ => {}
+        }
+        match (src.mode.unwrap_or_default(), &src.watermark) {
+            (ExtractMode::Incremental, None) => err(
+                "mode = \"incremental\" needs `watermark`, the column whose greatest value is recorded"
+                    .into(),
+            ),
+            (ExtractMode::Snapshot, Some(_)) => err(
+                "`watermark` is for mode = \"incremental\"; a snapshot extracts every row".into(),
+            ),
+            _ => Ok(()),
+        }
+    }
+}
+
 fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic())
@@ -305,6 +495,11 @@ fn valid_name(name: &str) -> bool {
 }
 
 impl BronzeSource {
+    /// Whether rows come from a database source (extracted by the host) rather than files.
+    pub fn is_extracted(&self) -> bool {
+        self.source.is_some()
+    }
+
     /// The format given, or the one the path's extension implies.
     pub fn resolved_format(&self) -> std::result::Result<Format, String> {
         if let Some(f) = self.format {
@@ -391,6 +586,61 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("dedup"), "{err}");
+    }
+
+    #[test]
+    fn postgres_sources_are_checked() {
+        let ok = PipelineSpec::from_toml(
+            r#"
+            [sources.shop]
+            kind = "postgres"
+            url = "env:SHOP_DATABASE_URL"
+            [bronze.orders_raw]
+            source = "shop"
+            table = "public.orders"
+            mode = "incremental"
+            watermark = "updated_at"
+            "#,
+        )
+        .unwrap();
+        assert!(ok.bronze["orders_raw"].is_extracted());
+        for (body, needle) in [
+            (
+                "source = \"nope\"\ntable = \"t\"",
+                "source `nope` is not defined",
+            ),
+            ("source = \"shop\"", "give the `table`"),
+            (
+                "source = \"shop\"\ntable = \"t\"\nquery = \"select 1\"",
+                "not both",
+            ),
+            (
+                "source = \"shop\"\ntable = \"t\"\nmode = \"incremental\"",
+                "needs `watermark`",
+            ),
+            ("path = \"a.csv\"\ntable = \"t\"", "`table` needs `source`"),
+        ] {
+            let err = PipelineSpec::from_toml(&format!(
+                "[sources.shop]\nkind = \"postgres\"\nurl = \"postgres://h/db\"\n[bronze.t]\n{body}\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://shop:s3cret@db:5432/shop?sslmode=disable"),
+            "postgres://shop:***@db:5432/shop?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://db/shop?user=a&password=s3cret"),
+            "postgresql://db/shop?user=a&password=***"
+        );
+        assert_eq!(redact_url("postgres://a@b/c"), "postgres://a@b/c");
+        assert_eq!(redact_url("host=db password=x"), "host=db password=***");
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod guest;
 pub mod http;
 pub mod local_fs;
 pub mod native_storage;
+pub mod postgres;
 pub mod retail_data;
 pub mod s3;
 pub mod serve;

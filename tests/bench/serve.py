@@ -72,7 +72,6 @@ from __future__ import annotations
 
 import argparse
 import decimal
-import glob
 import importlib
 import importlib.util
 import io
@@ -93,6 +92,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests"))
+from pg_cluster import postgres_bindir  # noqa: E402
+
 TARGET = Path(os.environ.get("CARGO_TARGET_DIR", Path.home() / ".cache/medallion/target"))
 
 # The lake's tables the dashboard reads, and the keys PostgreSQL gets for them.
@@ -183,23 +185,6 @@ def ensure_psycopg():
         log(f"installing psycopg[binary] into {sys.executable}")
         subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "psycopg[binary]"])
         importlib.invalidate_caches()
-
-
-def postgres_bindir():
-    """The newest /usr/lib/postgresql/<ver>/bin, installing Debian's `postgresql` if none."""
-    def found():
-        dirs = [d for d in glob.glob("/usr/lib/postgresql/*/bin") if os.path.exists(f"{d}/initdb")]
-        return max(dirs, key=lambda d: int(Path(d).parent.name), default=None)
-
-    if found() is None:
-        log("installing PostgreSQL: apt-get install -y postgresql")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        subprocess.run(["apt-get", "update", "-qq"], check=True, env=env)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "postgresql"], check=True, env=env)
-    bindir = found()
-    if bindir is None:
-        raise SystemExit("no /usr/lib/postgresql/<ver>/bin/initdb after installing postgresql")
-    return Path(bindir)
 
 
 def has_serve(path: Path):

@@ -153,15 +153,48 @@ impl NewFile<'_> {
     }
 }
 
+/// A table version being written file by file ([`TableWrite::begin`]): for writers that
+/// receive their rows in a stream and must not hold them all (a database extract). Its files
+/// are invisible until the [`CommitRequest`] that [`TableWriter::finish`] returns is committed.
+#[derive(Debug)]
+pub struct TableWriter {
+    write: TableWrite,
+    version: u64,
+    schema: SchemaRef,
+    file_schema: SchemaRef,
+    partition_columns: Vec<String>,
+    actions: Vec<Action>,
+    live_files: Vec<LiveFile>,
+    written: Vec<String>,
+    bytes_written: u64,
+    rows_written: u64,
+    checkpoint_interval: u64,
+}
+
 impl TableWrite {
     /// Writes the data files and builds the commit for version `base.version + 1` (or 0).
     /// Data files get fresh UUID names and are written with put-if-absent, so no write can
     /// replace a file a log may reference.
     pub async fn prepare(
-        self,
+        mut self,
         storage: &dyn Storage,
         base: Option<&Snapshot>,
     ) -> Result<CommitRequest> {
+        let files = std::mem::take(&mut self.files);
+        let mut writer = self.begin(base)?;
+        for file in &files {
+            if let Err(e) = writer.write_file(storage, file).await {
+                writer.abort(storage).await;
+                return Err(e);
+            }
+        }
+        writer.finish()
+    }
+
+    /// Starts the version `base.version + 1` (or 0) without writing anything: checks the
+    /// schema and partitioning against `base` and prepares the log entry's metadata. The
+    /// files (`self.files` is ignored) come through [`TableWriter::write_file`].
+    pub fn begin(self, base: Option<&Snapshot>) -> Result<TableWriter> {
         let table = self.table.clone();
         let removes =
             self.mode == WriteMode::Overwrite && base.is_some_and(|b| !b.files.is_empty());
@@ -240,81 +273,29 @@ impl TableWrite {
             }
         }
 
-        let mut live_files: Vec<LiveFile> = match (self.mode, base) {
+        let live_files: Vec<LiveFile> = match (self.mode, base) {
             (WriteMode::Append, Some(b)) => b.live_files(),
             _ => Vec::new(),
         };
-        let mut written = Vec::new();
-        let mut bytes_written = 0;
-        let mut rows_written = 0;
         let file_schema = super::partition::file_schema(&schema, &partition_columns);
-        for file in &self.files {
-            let batches = file
-                .batches
-                .iter()
-                .map(|b| cast_batch(b, &schema, &table))
-                .collect::<Result<Vec<_>>>()?;
-            let parts = split(&table, &schema, &partition_columns, &batches)?;
-            for (values, batches) in parts {
-                // An empty string partition value is NULL to Spark and delta-rs; say so.
-                let values: Vec<Option<String>> = values
-                    .into_iter()
-                    .map(|v| v.filter(|s| !s.is_empty()))
-                    .collect();
-                let tags = file
-                    .tags
-                    .iter()
-                    .map(|(k, v)| (k.clone(), Some(v.clone())))
-                    .collect();
-                let new_file = NewFile {
-                    table: &self.location,
-                    partition_columns: &partition_columns,
-                    partition_values: values,
-                    schema: &file_schema,
-                    batches: &batches,
-                    tags,
-                    now_ms: self.now_ms,
-                    data_change: true,
-                    index: written.len(),
-                };
-                let (location, add) = match new_file.write(storage).await {
-                    Ok(w) => w,
-                    Err(e) => {
-                        remove_all(storage, &written).await;
-                        return Err(e);
-                    }
-                };
-                live_files.push(LiveFile {
-                    location: location.clone(),
-                    size: add.size as u64,
-                    partition_values: new_file.partition_values.clone(),
-                });
-                written.push(location);
-                bytes_written += add.size as u64;
-                rows_written += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
-                actions.push(Action::Add(add));
-            }
-        }
-
-        let log_entry = log_bytes(&table, &actions)?;
         // The interval this write sets, else the table's, else the default.
-        let interval = match (self.configuration.get(CHECKPOINT_INTERVAL_KEY), base) {
+        let checkpoint_interval = match (self.configuration.get(CHECKPOINT_INTERVAL_KEY), base) {
             (Some(v), _) => parse_interval(Some(v)),
             (None, Some(b)) => checkpoint_interval(&b.metadata.configuration),
             (None, None) => DEFAULT_CHECKPOINT_INTERVAL,
         };
-        Ok(CommitRequest {
-            table,
-            location: self.location,
+        Ok(TableWriter {
             version: base.map(|b| b.version + 1).unwrap_or(0),
-            written,
-            bytes_written,
-            rows_written,
+            write: self,
             schema,
+            file_schema,
             partition_columns,
+            actions,
             live_files,
-            log_entry,
-            checkpoint_interval: interval,
+            written: Vec::new(),
+            bytes_written: 0,
+            rows_written: 0,
+            checkpoint_interval,
         })
     }
 
@@ -372,6 +353,88 @@ impl TableWrite {
             },
             created_time: previous.and_then(|m| m.created_time).or(Some(self.now_ms)),
         }
+    }
+}
+
+impl TableWriter {
+    /// The table's schema once committed: what every file's rows are cast to.
+    pub fn schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Writes `file`'s rows (one Parquet file per partition they fall in) and adds them to
+    /// the version. On error the version cannot be finished: [`TableWriter::abort`] removes
+    /// every file written so far.
+    pub async fn write_file(&mut self, storage: &dyn Storage, file: &DataFile) -> Result<()> {
+        let table = &self.write.table;
+        let batches = file
+            .batches
+            .iter()
+            .map(|b| cast_batch(b, &self.schema, table))
+            .collect::<Result<Vec<_>>>()?;
+        let parts = split(table, &self.schema, &self.partition_columns, &batches)?;
+        for (values, batches) in parts {
+            // An empty string partition value is NULL to Spark and delta-rs; say so.
+            let values: Vec<Option<String>> = values
+                .into_iter()
+                .map(|v| v.filter(|s| !s.is_empty()))
+                .collect();
+            let tags = file
+                .tags
+                .iter()
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            let new_file = NewFile {
+                table: &self.write.location,
+                partition_columns: &self.partition_columns,
+                partition_values: values,
+                schema: &self.file_schema,
+                batches: &batches,
+                tags,
+                now_ms: self.write.now_ms,
+                data_change: true,
+                index: self.written.len(),
+            };
+            let (location, add) = new_file.write(storage).await?;
+            self.live_files.push(LiveFile {
+                location: location.clone(),
+                size: add.size as u64,
+                partition_values: new_file.partition_values.clone(),
+            });
+            self.written.push(location);
+            self.bytes_written += add.size as u64;
+            self.rows_written += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
+            self.actions.push(Action::Add(add));
+        }
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows_written(&self) -> u64 {
+        self.rows_written
+    }
+
+    /// The commit that publishes every file written.
+    pub fn finish(self) -> Result<CommitRequest> {
+        let log_entry = log_bytes(&self.write.table, &self.actions)?;
+        Ok(CommitRequest {
+            table: self.write.table,
+            location: self.write.location,
+            version: self.version,
+            written: self.written,
+            bytes_written: self.bytes_written,
+            rows_written: self.rows_written,
+            schema: self.schema,
+            partition_columns: self.partition_columns,
+            live_files: self.live_files,
+            log_entry,
+            checkpoint_interval: self.checkpoint_interval,
+        })
+    }
+
+    /// Removes the files written: the version will not be committed.
+    pub async fn abort(self, storage: &dyn Storage) {
+        remove_all(storage, &self.written).await;
     }
 }
 

@@ -26,7 +26,7 @@ pub use checkpoint::{
 };
 pub use commit::{
     checkpoint_if_due, checkpoint_interval, encode_parquet, log_bytes, publish, remove_of,
-    CommitRequest, DataFile, TableWrite, WriteMode,
+    CommitRequest, DataFile, TableWrite, TableWriter, WriteMode,
 };
 pub use history::{history, HistoryEntry};
 pub(crate) use log::is_log_file;

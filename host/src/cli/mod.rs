@@ -21,6 +21,7 @@ macro_rules! out {
 }
 
 mod demo;
+mod extract;
 mod inspect;
 mod maintain;
 mod output;
@@ -86,6 +87,25 @@ enum Command {
         guest: GuestArgs,
         #[command(flatten)]
         watch: watch::WatchArgs,
+    },
+    /// Pull the spec's PostgreSQL-backed bronze tables into the lake (snapshot or incremental).
+    #[command(
+        after_help = "Bronze tables with `source = \"<name>\"` (a [sources.<name>] of kind = \"postgres\") are read         through one consistent snapshot of the database, streamed in batches, and committed to the lake in one         version each. mode = \"snapshot\" replaces the bronze table's rows with the source's; mode = \"incremental\"         appends the rows whose `watermark` column is past the greatest value recorded by the last extract (recorded         in the same commit). `medallion run` extracts them too before building silver and gold.\n\n        The source's url is a postgres:// URL or env:VARIABLE; its password is never printed. Example:\n          SHOP_DATABASE_URL=postgres://shop:secret@127.0.0.1:5432/shop medallion extract pipeline.toml --lake lake"
+    )]
+    Extract {
+        /// The pipeline spec (TOML).
+        spec: PathBuf,
+        /// The lake folder or s3://bucket/prefix tables are written to.
+        #[arg(long, default_value = "lake")]
+        lake: String,
+        /// Extract only this bronze table (repeatable); default: every database-backed one.
+        #[arg(long = "table", value_name = "NAME")]
+        tables: Vec<String>,
+        /// Print the extract reports as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        engine: EngineArgs,
     },
     /// Run SQL over Parquet files, globs and Delta tables.
     #[command(
@@ -447,6 +467,13 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             )
             .await
         }
+        Command::Extract {
+            spec,
+            lake,
+            tables,
+            json,
+            engine,
+        } => extract::extract(&spec, &lake, &tables, json, engine.storage()?).await,
         Command::Query {
             sql,
             tables,

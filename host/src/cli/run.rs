@@ -53,23 +53,16 @@ pub async fn run_spec(
         .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
     let spec =
         PipelineSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
-    let base = spec_path
-        .parent()
-        .map(|p| {
-            if p.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                p
-            }
-        })
-        .unwrap_or(Path::new("."));
-    let opts = RunOptions {
-        lake: local_fs::absolute(lake).with_context(|| format!("lake folder {lake}"))?,
-        base: local_fs::absolute(&base.to_string_lossy())?,
-        run_id: medallion_host::new_run_id(),
-        engine,
-        max_files_per_table: None,
-    };
+    let opts = run_options(spec_path, lake, engine)?;
+    let extracted = medallion_host::postgres::extracted_tables(&spec);
+    if !extracted.is_empty() {
+        // Database sources are pulled by this process (the guest has no sockets), each in its
+        // own commit, before the pipeline builds on them.
+        let storage: Arc<dyn medallion_core::storage::Storage> = storage.clone();
+        super::extract::extract_all(&spec, &extracted, storage, &opts, show_progress)
+            .await
+            .map_err(|e| failed(spec_path, e))?;
+    }
     let progress = Arc::new(RunProgress::new(show_progress));
     let report = match guest.engine {
         Engine::Native => {
@@ -111,6 +104,26 @@ pub async fn run_spec(
     };
     progress.finish();
     report.map_err(|e| failed(spec_path, anyhow::Error::from(e)))
+}
+
+/// Where and how a run of the spec at `spec_path` writes: the lake and the spec's folder as
+/// absolute locations, a fresh run id.
+pub fn run_options(
+    spec_path: &Path,
+    lake: &str,
+    engine: EngineOptions,
+) -> anyhow::Result<RunOptions> {
+    let base = match spec_path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    Ok(RunOptions {
+        lake: local_fs::absolute(lake).with_context(|| format!("lake folder {lake}"))?,
+        base: local_fs::absolute(&base.to_string_lossy())?,
+        run_id: medallion_host::new_run_id(),
+        engine,
+        max_files_per_table: None,
+    })
 }
 
 /// A failed run as JSON: the error, whether any table changed, and which committed.

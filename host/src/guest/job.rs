@@ -35,7 +35,7 @@ use crate::SystemClock;
 pub fn pipeline_grants(spec: &PipelineSpec, opts: &RunOptions) -> Grants {
     let mut grants = Grants::new();
     grants.allow(&opts.lake, Access::ReadWrite);
-    for src in spec.bronze.values() {
+    for src in spec.bronze.values().filter(|s| !s.is_extracted()) {
         let full = if src.path.starts_with('/') || is_url(&src.path) {
             src.path.clone()
         } else {
