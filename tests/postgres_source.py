@@ -281,6 +281,24 @@ def run_checks(rep, pg, bin_, work):
     rep.check(silver_ok, "run: extracts, then builds silver on the bronze it wrote",
               r.stderr.strip()[-400:] if r.returncode else "")
 
+    # A run whose silver fails after its extract committed must not say "no table was changed".
+    spec_fail = write_spec(work / "fails.toml",
+                           '[bronze.orders_fail]\nsource = "shop"\ntable = "shop.orders"\n\n'
+                           '[silver.bad]\nsql = "SELECT order_id FROM orders_fail"\n'
+                           'expect = [{ name = "never", condition = "order_id < 0", on_violation = "fail" }]\n')
+    r = medallion(bin_, "run", spec_fail, "--lake", work / "lake-fail", "--engine", "native",
+                  "--json", env=env)
+    try:
+        out = json.loads(r.stdout)
+    except ValueError:
+        out = {}
+    committed = [c.get("table") for c in out.get("committed", [])]
+    rep.check(r.returncode != 0 and out.get("changed_nothing") is False
+              and "orders_fail" in committed
+              and "only the extracted tables were committed" in out.get("error", ""),
+              "run: a failure after the extract says the extract was committed, and nothing else",
+              f"{out or r.stdout[-300:]} {r.stderr.strip()[-300:]}")
+
     # ── errors ──────────────────────────────────────────────────────────────────────────────
     bad = {"SHOP_DATABASE_URL": pg.url(password="wrong-" + PASSWORD)}
     r = medallion(bin_, "extract", spec, "--lake", work / "lake-bad", env=bad)

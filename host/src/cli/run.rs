@@ -55,13 +55,19 @@ pub async fn run_spec(
         PipelineSpec::from_toml(&text).with_context(|| format!("in {}", spec_path.display()))?;
     let opts = run_options(spec_path, lake, engine)?;
     let extracted = medallion_host::postgres::extracted_tables(&spec);
+    let mut pulled: Vec<(String, u64)> = Vec::new();
     if !extracted.is_empty() {
         // Database sources are pulled by this process (the guest has no sockets), each in its
         // own commit, before the pipeline builds on them.
         let storage: Arc<dyn medallion_core::storage::Storage> = storage.clone();
-        super::extract::extract_all(&spec, &extracted, storage, &opts, show_progress)
+        // extract_all's error says which extracts committed before the one that failed.
+        let reports = super::extract::extract_all(&spec, &extracted, storage, &opts, show_progress)
             .await
-            .map_err(|e| failed(spec_path, e))?;
+            .map_err(|e| e.context(format!("pipeline {} failed", spec_path.display())))?;
+        pulled = reports
+            .iter()
+            .filter_map(|r| r.version.map(|v| (r.table.clone(), v)))
+            .collect();
     }
     let progress = Arc::new(RunProgress::new(show_progress));
     let report = match guest.engine {
@@ -99,11 +105,11 @@ pub async fn run_spec(
             })
             .await?;
             progress.finish();
-            return result.map_err(|e| failed(spec_path, e));
+            return result.map_err(|e| failed(spec_path, e, &pulled));
         }
     };
     progress.finish();
-    report.map_err(|e| failed(spec_path, anyhow::Error::from(e)))
+    report.map_err(|e| failed(spec_path, anyhow::Error::from(e), &pulled))
 }
 
 /// Where and how a run of the spec at `spec_path` writes: the lake and the spec's folder as
@@ -139,10 +145,15 @@ fn failure_json(e: &anyhow::Error) -> serde_json::Value {
         }) => (committed.clone(), not_committed.clone()),
         _ => (vec![], vec![]),
     };
-    let changed_nothing = e
-        .chain()
-        .filter_map(|c| c.downcast_ref::<medallion_core::Error>())
-        .all(|c| c.changed_nothing());
+    let pulled = e
+        .downcast_ref::<Extracted>()
+        .map(|x| x.0.clone())
+        .unwrap_or_default();
+    let changed_nothing = pulled.is_empty()
+        && e.chain()
+            .filter_map(|c| c.downcast_ref::<medallion_core::Error>())
+            .all(|c| c.changed_nothing());
+    let committed: Vec<(String, u64)> = pulled.into_iter().chain(committed).collect();
     serde_json::json!({
         "ok": false,
         "error": format!("{e:#}"),
@@ -157,15 +168,35 @@ fn failure_json(e: &anyhow::Error) -> serde_json::Value {
 
 /// The error of a failed run, saying "no table was changed" only when that is true (a
 /// failure part way through committing names what did and did not commit).
-fn failed(spec_path: &Path, e: anyhow::Error) -> anyhow::Error {
+/// Database extracts commit before the pipeline runs: a later failure leaves them committed.
+fn failed(spec_path: &Path, e: anyhow::Error, pulled: &[(String, u64)]) -> anyhow::Error {
     let unchanged = e
         .chain()
         .filter_map(|c| c.downcast_ref::<medallion_core::Error>())
         .all(|c| c.changed_nothing());
-    let what = if unchanged {
-        "no table was changed"
+    let what = match (unchanged, pulled.is_empty()) {
+        (true, true) => "no table was changed".to_string(),
+        (true, false) => format!(
+            "only the extracted tables were committed ({}); no other table was changed",
+            Extracted(pulled.to_vec())
+        ),
+        (false, _) => "some tables were committed (listed below)".to_string(),
+    };
+    let e = if pulled.is_empty() {
+        e
     } else {
-        "some tables were committed (listed below)"
+        e.context(Extracted(pulled.to_vec()))
     };
     e.context(format!("pipeline {} failed; {what}", spec_path.display()))
+}
+
+/// The extracts a failed run committed before failing: (table, version).
+#[derive(Debug)]
+struct Extracted(Vec<(String, u64)>);
+
+impl std::fmt::Display for Extracted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let list: Vec<String> = self.0.iter().map(|(t, v)| format!("{t} v{v}")).collect();
+        write!(f, "extracted and committed: {}", list.join(", "))
+    }
 }
