@@ -265,8 +265,10 @@ class PgServer:
         self.name = name
         self.port = free_port()
         self.err_path = os.path.join(work, f"{name}.stderr")
+        # HTTP off: several servers run at once here, and its default port is fixed (8080);
+        # tests/js/serve_web.test.mjs tests the HTTP side.
         self.argv = [binary, "serve", "--lake", lake, "--pg-port", str(self.port),
-                     *map(str, args)]
+                     "--http-port", "0", *map(str, args)]
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=err, stderr=subprocess.STDOUT, env=env)
 

@@ -8,10 +8,14 @@
 //! *after* the alerts were emitted; a restarted watcher walks from the recorded version to the
 //! current one. The guarantee: no alert is lost, and one repeats only if the process died
 //! between emitting it and recording that it did.
+//!
+//! Besides the sink the user names, alerts can go to subscribers in the same process
+//! ([`Broadcast`]): the Server-Sent Events stream of `medallion serve --run … --watch`.
 
+use std::collections::VecDeque;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,7 +26,7 @@ use medallion_core::query::{self, EngineOptions};
 use medallion_core::storage::{join, Storage};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 /// Where the alert state of a lake's tables lives, relative to the lake.
@@ -52,13 +56,14 @@ pub enum AlertError {
 
 type Result<T> = std::result::Result<T, AlertError>;
 
-/// Where alerts go: `-` (stdout), an `http(s)://` URL (one POST per alert), or a file
-/// (appended to).
+/// Where alerts go: `-` (stdout), an `http(s)://` URL (one POST per alert), a file
+/// (appended to), or subscribers in this process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlertSink {
     Stdout,
     File(PathBuf),
     Webhook(String),
+    Broadcast(Broadcast),
 }
 
 impl AlertSink {
@@ -79,7 +84,90 @@ impl std::fmt::Display for AlertSink {
             AlertSink::Stdout => write!(f, "stdout"),
             AlertSink::File(p) => write!(f, "{}", p.display()),
             AlertSink::Webhook(url) => write!(f, "{url}"),
+            AlertSink::Broadcast(_) => write!(f, "subscribers in this process"),
         }
+    }
+}
+
+/// Alerts kept for subscribers that reconnect: an SSE client that was away for a moment asks
+/// for what it missed (Last-Event-ID), and gets it if it is among the last this many.
+const RECENT_ALERTS: usize = 1000;
+
+/// A fan-out of alerts to subscribers in this process, e.g. the SSE stream of
+/// `medallion serve`. Each alert gets a sequence number (from 1); subscribers that fall more
+/// than the channel's capacity behind lose the oldest, never hold up the emitter.
+#[derive(Debug, Clone)]
+pub struct Broadcast {
+    inner: Arc<BroadcastInner>,
+}
+
+/// An alert's number in the stream (the SSE event id) and its JSON line.
+pub type NumberedAlert = (u64, Arc<str>);
+
+#[derive(Debug)]
+struct BroadcastInner {
+    live: broadcast::Sender<NumberedAlert>,
+    /// The last [`RECENT_ALERTS`] alerts and the number of the next one, under one lock so that
+    /// a subscriber's replay and its live feed neither overlap nor leave a gap.
+    recent: Mutex<(VecDeque<NumberedAlert>, u64)>,
+}
+
+impl PartialEq for Broadcast {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl Eq for Broadcast {}
+
+impl Default for Broadcast {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Broadcast {
+    pub fn new() -> Self {
+        let (live, _) = broadcast::channel(RECENT_ALERTS);
+        Broadcast {
+            inner: Arc::new(BroadcastInner {
+                live,
+                recent: Mutex::new((VecDeque::new(), 1)),
+            }),
+        }
+    }
+
+    /// Hands one alert (a JSON line) to every subscriber.
+    pub fn publish(&self, line: &str) {
+        let mut recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let id = recent.1;
+        recent.1 += 1;
+        let line: Arc<str> = Arc::from(line);
+        recent.0.push_back((id, line.clone()));
+        if recent.0.len() > RECENT_ALERTS {
+            recent.0.pop_front();
+        }
+        // No subscriber is not an error: the alert is kept for replay only.
+        let _ = self.inner.live.send((id, line));
+    }
+
+    /// A new subscription: the kept alerts numbered after `after` (none if `None`), then a
+    /// receiver of every later one.
+    pub fn subscribe(
+        &self,
+        after: Option<u64>,
+    ) -> (Vec<NumberedAlert>, broadcast::Receiver<NumberedAlert>) {
+        let recent = self.inner.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let replay = match after {
+            Some(after) => recent
+                .0
+                .iter()
+                .filter(|(id, _)| *id > after)
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        (replay, self.inner.live.subscribe())
     }
 }
 
@@ -319,7 +407,7 @@ struct Delivery {
 /// Delivers alerts to a sink in the background, in order, and records each table's state
 /// once its alerts are out. The watcher never waits for it, except when it stops.
 pub struct Emitter {
-    sink: AlertSink,
+    sinks: Vec<AlertSink>,
     queue: mpsc::UnboundedSender<Delivery>,
     task: JoinHandle<()>,
 }
@@ -330,27 +418,31 @@ pub struct Emitter {
 const WEBHOOK_ATTEMPTS: u32 = 5;
 
 impl Emitter {
-    /// Starts delivery to `sink`; state files go to `lake`. A file sink is opened (created,
-    /// appended to) here, so an unwritable path fails at once.
-    pub fn start(sink: AlertSink, storage: Arc<dyn Storage>, lake: &str) -> Result<Emitter> {
+    /// Starts delivery to `sinks`, each alert to each in turn; state files go to `lake`. A
+    /// file sink is opened (created, appended to) here, so an unwritable path fails at once.
+    pub fn start(sinks: Vec<AlertSink>, storage: Arc<dyn Storage>, lake: &str) -> Result<Emitter> {
         let (queue, mut rx) = mpsc::unbounded_channel::<Delivery>();
-        let mut out = Output::open(&sink)?;
+        let mut outputs = sinks.iter().map(Output::open).collect::<Result<Vec<_>>>()?;
         let lake = lake.to_string();
         let task = tokio::spawn(async move {
             while let Some(d) = rx.recv().await {
                 if !d.lines.is_empty() {
-                    out.emit(&d.lines).await;
+                    for out in &mut outputs {
+                        out.emit(&d.lines).await;
+                    }
                 }
                 if let Err(e) = record(storage.as_ref(), &lake, &d.table, Some(d.through)).await {
                     eprintln!("warning: {e} (its alerts may be emitted again after a restart)");
                 }
             }
         });
-        Ok(Emitter { sink, queue, task })
+        Ok(Emitter { sinks, queue, task })
     }
 
-    pub fn sink(&self) -> &AlertSink {
-        &self.sink
+    /// Where the alerts go, for messages: `alerts.ndjson, subscribers in this process`.
+    pub fn sinks(&self) -> String {
+        let names: Vec<String> = self.sinks.iter().map(|s| s.to_string()).collect();
+        names.join(", ")
     }
 
     /// Queues `lines` (alerts of `table` through version `through`) for delivery.
@@ -365,13 +457,14 @@ impl Emitter {
     /// Delivers what is queued, records it, and stops; gives up after `patience` (a webhook
     /// that is down), leaving the undelivered alerts unrecorded, so a restart emits them.
     pub async fn finish(self, patience: Duration) {
+        let sinks = self.sinks();
         drop(self.queue);
         let mut task = self.task;
         if tokio::time::timeout(patience, &mut task).await.is_err() {
             task.abort();
             eprintln!(
                 "warning: alerts still undelivered to {} after {} s; they are emitted again on the next start",
-                self.sink,
+                sinks,
                 patience.as_secs()
             );
         }
@@ -389,6 +482,7 @@ enum Output {
         client: reqwest::Client,
         down: bool,
     },
+    Broadcast(Broadcast),
 }
 
 impl Output {
@@ -421,6 +515,7 @@ impl Output {
                     .map_err(|e| fail(e.to_string()))?,
                 down: false,
             },
+            AlertSink::Broadcast(b) => Output::Broadcast(b.clone()),
         })
     }
 
@@ -445,6 +540,11 @@ impl Output {
                     .and_then(|_| file.sync_data());
                 if let Err(e) = written {
                     eprintln!("error: writing alerts to {}: {e}", path.display());
+                }
+            }
+            Output::Broadcast(b) => {
+                for line in lines {
+                    b.publish(line);
                 }
             }
             Output::Webhook { url, client, down } => {
@@ -531,6 +631,21 @@ mod tests {
             AlertSink::parse("alerts.ndjson"),
             AlertSink::File("alerts.ndjson".into())
         );
+    }
+
+    #[test]
+    fn broadcast_replays_what_a_reconnecting_subscriber_missed() {
+        let b = Broadcast::new();
+        b.publish("a");
+        let (replay, mut live) = b.subscribe(None);
+        assert!(replay.is_empty(), "a new subscriber starts from now");
+        b.publish("b");
+        b.publish("c");
+        assert_eq!(live.try_recv().unwrap(), (2, Arc::from("b")));
+        let (replay, _) = b.subscribe(Some(1));
+        let replay: Vec<(u64, &str)> = replay.iter().map(|(id, l)| (*id, l.as_ref())).collect();
+        assert_eq!(replay, [(2, "b"), (3, "c")]);
+        assert_eq!(AlertSink::Broadcast(b.clone()), AlertSink::Broadcast(b));
     }
 
     #[tokio::test]

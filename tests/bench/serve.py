@@ -324,7 +324,9 @@ class MedallionServe(ServerProcess):
     def __init__(self, bin_: Path, lake: Path, work: Path, extra: list[str]):
         self.port = free_port()
         self.stderr_path = work / "medallion-serve.stderr"
-        self.cmd = [str(bin_), "serve", "--lake", str(lake), "--pg-port", str(self.port), *extra]
+        # HTTP off: only the PostgreSQL side is measured, and 8080 may be taken.
+        self.cmd = [str(bin_), "serve", "--lake", str(lake), "--pg-port", str(self.port),
+                    "--http-port", "0", *extra]
         self.proc = None
 
     def start(self, psycopg):

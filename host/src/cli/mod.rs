@@ -210,10 +210,15 @@ enum Command {
         On 127.0.0.1 (the default) no password is asked. Any other --bind needs a password, which clients give \
         as user `medallion` (SCRAM-SHA-256): --password-file FILE or the MEDALLION_SERVE_PASSWORD variable; \
         add --tls-cert/--tls-key to encrypt.\n\n\
+        HTTP on --http-port (8080; 0 turns it off): the dashboard at /, the lake's files read-only at /lake/ \
+        (GET and HEAD with byte ranges, for the npm package and other HTTP readers), and with --run PIPELINE.toml \
+        --watch the pipeline runs in this process: its last batch report at /api/report and its alerts as \
+        Server-Sent Events at /api/alerts. With a password, HTTP asks for it too (Basic, user `medallion`).\n\n\
         Examples:\n  \
         medallion serve --lake lake\n  \
         psql -h 127.0.0.1 -p 5433 -c 'SELECT * FROM gold.sales_by_region_day LIMIT 5'\n  \
-        JDBC: jdbc:postgresql://127.0.0.1:5433/lake   (DBeaver, Metabase, Tableau: PostgreSQL, port 5433)"
+        JDBC: jdbc:postgresql://127.0.0.1:5433/lake   (DBeaver, Metabase, Tableau: PostgreSQL, port 5433)\n  \
+        medallion serve --lake lake --run pipeline.toml --watch   then open http://127.0.0.1:8080/"
     )]
     Serve {
         /// The lake to serve (a folder or s3://bucket/prefix).
@@ -225,6 +230,19 @@ enum Command {
         /// Port of the PostgreSQL protocol.
         #[arg(long, default_value_t = 5433)]
         pg_port: u16,
+        /// Port of the HTTP side (dashboard, lake files, report, alerts); 0 turns it off.
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+        /// The dashboard's folder; the npm package is served from ../wasm beside it, as its
+        /// import map expects. Default: web/ of the checkout this binary was built from.
+        #[arg(long, value_name = "DIR")]
+        web: Option<PathBuf>,
+        /// Run this pipeline into the lake in this process (with --watch, in micro-batches):
+        /// its report and alerts are served over HTTP.
+        #[arg(long, value_name = "PIPELINE.toml", requires = "watch")]
+        run: Option<PathBuf>,
+        #[command(flatten)]
+        watch: watch::WatchArgs,
         /// A file whose first line is the password clients must give (as user `medallion`).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
@@ -266,6 +284,9 @@ enum Command {
         /// With --serve: the PostgreSQL protocol's port.
         #[arg(long, default_value_t = 5433, requires = "serve")]
         pg_port: u16,
+        /// With --serve: the HTTP port of the dashboard (0: none).
+        #[arg(long, default_value_t = 8080, requires = "serve")]
+        http_port: u16,
         #[command(flatten)]
         engine: EngineArgs,
         #[command(flatten)]
@@ -447,7 +468,17 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             watch,
         } if watch.watch => {
             let storage = engine.storage()?;
-            watch::watch(&spec, &lake, json, storage, engine.options(), watch).await
+            let observers = watch::Observers::default();
+            watch::watch(
+                &spec,
+                &lake,
+                json,
+                storage,
+                engine.options(),
+                watch,
+                observers,
+            )
+            .await
         }
         Command::Run {
             spec,
@@ -518,6 +549,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             lake,
             bind,
             pg_port,
+            http_port,
+            web,
+            run,
+            watch,
             password_file,
             tls_cert,
             tls_key,
@@ -538,9 +573,21 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     .ok()
                     .filter(|p| !p.is_empty()),
             };
+            anyhow::ensure!(
+                run.is_some() || !watch.watch,
+                "--watch needs --run PIPELINE.toml (the pipeline to watch)"
+            );
+            let live = match run {
+                Some(_) => medallion_host::serve::Live {
+                    alerts: Some(medallion_host::alerts::Broadcast::new()),
+                    report: Some(Default::default()),
+                },
+                None => Default::default(),
+            };
+            let lake = medallion_host::local_fs::absolute(&lake)
+                .with_context(|| format!("lake {lake}"))?;
             let opts = medallion_host::serve::ServeOptions {
-                lake: medallion_host::local_fs::absolute(&lake)
-                    .with_context(|| format!("lake {lake}"))?,
+                lake: lake.clone(),
                 bind,
                 pg_port,
                 password,
@@ -550,8 +597,36 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                     memory_limit: Some(max_memory),
                     ..engine.options()
                 },
+                http_port,
+                web: web.unwrap_or_else(medallion_host::serve::default_web_dir),
+                live: live.clone(),
             };
-            medallion_host::serve::serve(engine.storage()?, opts).await
+            let storage: std::sync::Arc<dyn medallion_core::storage::Storage> = engine.storage()?;
+            let server = medallion_host::serve::serve(storage.clone(), opts);
+            match run {
+                None => server.await,
+                Some(spec) => {
+                    let observers = watch::Observers {
+                        alerts: live.alerts,
+                        reports: live.report,
+                    };
+                    let watching = watch::watch(
+                        &spec,
+                        &lake,
+                        false,
+                        storage,
+                        engine.options(),
+                        watch,
+                        observers,
+                    );
+                    // The server runs until the process stops; the watch loop until SIGINT or
+                    // SIGTERM, after its batch commits — then the process ends.
+                    tokio::select! {
+                        served = server => served,
+                        watched = watching => watched,
+                    }
+                }
+            }
         }
         Command::Demo {
             dir,
@@ -561,6 +636,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             json,
             serve,
             pg_port,
+            http_port,
             engine,
             guest,
         } => {
@@ -581,6 +657,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             eprintln!(
                 "\nserving the lake; try:  psql -h 127.0.0.1 -p {pg_port} -d lake -c 'SELECT * FROM gold.sales_by_region_day LIMIT 5'"
             );
+            if http_port != 0 {
+                eprintln!("and open the dashboard:  http://127.0.0.1:{http_port}/");
+            }
             let opts = medallion_host::serve::ServeOptions {
                 lake: medallion_host::local_fs::absolute(&lake)?,
                 bind: std::net::Ipv4Addr::LOCALHOST.into(),
@@ -589,6 +668,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 tls: None,
                 max_connections: 100,
                 engine: engine.options(),
+                http_port,
+                web: medallion_host::serve::default_web_dir(),
+                live: Default::default(),
             };
             medallion_host::serve::serve(engine.storage()?, opts).await
         }

@@ -8,7 +8,9 @@
 //! - after each batch, the alerts of tables that declare `alert` (see `medallion_host::alerts`)
 //!   go to `--alerts` in the background;
 //! - every `--optimize-every` batches, the bronze tables' small files are compacted;
-//! - SIGINT/SIGTERM stop the loop after the batch in progress has committed.
+//! - SIGINT/SIGTERM stop the loop after the batch in progress has committed;
+//! - [`Observers`] let the process that runs the loop see it too: `medallion serve --run …
+//!   --watch` hands the alerts to its Server-Sent Events and each batch to `/api/report`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -25,6 +27,7 @@ use medallion_core::report::RunReport;
 use medallion_core::spec::{Layer, PipelineSpec};
 use medallion_core::storage::Storage;
 use medallion_host::alerts::{self, AlertSink, AlertTable, Cursor, Emitter};
+use medallion_host::serve::LastReport;
 use medallion_host::{local_fs, SystemClock};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -85,6 +88,15 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         other => return Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
     };
     Ok(Duration::from_secs_f64(ms.max(0.0) / 1e3))
+}
+
+/// Who else, in this process, follows the loop (`medallion serve --run … --watch`).
+#[derive(Debug, Clone, Default)]
+pub struct Observers {
+    /// Every alert, besides `--alerts`.
+    pub alerts: Option<alerts::Broadcast>,
+    /// The last batch's report (the first run's until a batch does something).
+    pub reports: Option<Arc<LastReport>>,
 }
 
 /// Set by SIGINT or SIGTERM; the loop checks it between batches, never inside one.
@@ -205,6 +217,7 @@ pub async fn watch(
     storage: Arc<dyn Storage>,
     engine: EngineOptions,
     args: WatchArgs,
+    observers: Observers,
 ) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
@@ -242,12 +255,19 @@ pub async fn watch(
             })
         })
         .collect();
-    let mut alerting = match &args.alerts {
-        Some(target) => {
-            if alert_tables.is_empty() {
+    let sinks: Vec<AlertSink> = args
+        .alerts
+        .as_deref()
+        .map(AlertSink::parse)
+        .into_iter()
+        .chain(observers.alerts.clone().map(AlertSink::Broadcast))
+        .collect();
+    let mut alerting = match sinks.is_empty() {
+        false => {
+            if alert_tables.is_empty() && args.alerts.is_some() {
                 eprintln!("warning: --alerts is given but no table of the spec declares `alert`");
             }
-            let emitter = Emitter::start(AlertSink::parse(target), storage.clone(), &lake)?;
+            let emitter = Emitter::start(sinks, storage.clone(), &lake)?;
             let mut tables = Vec::new();
             for t in &alert_tables {
                 let cursor =
@@ -265,7 +285,7 @@ pub async fn watch(
             state.advance(&storage, engine, clock.now_ms()).await;
             Some(state)
         }
-        None => {
+        true => {
             if !alert_tables.is_empty() {
                 let names: Vec<&str> = alert_tables.iter().map(|t| t.table.as_str()).collect();
                 eprintln!(
@@ -280,7 +300,7 @@ pub async fn watch(
     let interval = args.trigger_interval;
     let sink = alerting
         .as_ref()
-        .map(|a| a.emitter.sink().to_string())
+        .map(|a| a.emitter.sinks())
         .unwrap_or_else(|| "none".into());
     if json {
         emit_json(&json!({
@@ -347,6 +367,11 @@ pub async fn watch(
             }
         };
         let ingested = ingested.into_inner().unwrap_or_else(|e| e.into_inner());
+        if attempts == 1 {
+            if let Some(reports) = &observers.reports {
+                reports.set(json!({ "batch": null, "report": report }));
+            }
+        }
         let changed = report.tables.iter().any(|t| t.version.is_some());
         let pending: u64 = report.tables.iter().map(|t| t.files_pending).sum();
 
@@ -388,6 +413,9 @@ pub async fn watch(
                 emit_json(&batch.event())?;
             } else {
                 eprintln!("{}", batch.status_line());
+            }
+            if let Some(reports) = &observers.reports {
+                reports.set(json!({ "batch": batch.event(), "report": report }));
             }
             if !ingested.is_empty() {
                 ingesting_batches += 1;

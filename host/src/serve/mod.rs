@@ -2,13 +2,17 @@
 //! and BI tools. The protocol and the `pg_catalog` those clients query come from
 //! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
 //! read-only, and asks for a password (SCRAM-SHA-256) whenever it listens beyond loopback.
+//! On a second port, [`http`] serves the dashboard, the lake's files, and the report and
+//! alerts of a pipeline watched in the same process ([`Live`]).
 
 pub mod catalog;
 mod compat;
+pub mod http;
 pub mod read_only;
 
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 
 use anyhow::{bail, Context};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -45,6 +49,40 @@ pub struct ServeOptions {
     pub tls: Option<(String, String)>,
     pub max_connections: usize,
     pub engine: EngineOptions,
+    /// Port of the HTTP side; 0 turns it off.
+    pub http_port: u16,
+    /// The dashboard's folder (web/ of the repository).
+    pub web: PathBuf,
+    /// What a pipeline running in this process shares with the HTTP side.
+    pub live: Live,
+}
+
+/// The dashboard's folder in the checkout this binary was built from.
+pub fn default_web_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../web"))
+}
+
+/// What a pipeline watched by this process (`serve --run … --watch`) shows over HTTP.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    /// Its alerts, for `/api/alerts`.
+    pub alerts: Option<crate::alerts::Broadcast>,
+    /// Its last batch report, for `/api/report`.
+    pub report: Option<Arc<LastReport>>,
+}
+
+/// The last report of a watched pipeline, as JSON.
+#[derive(Debug, Default)]
+pub struct LastReport(RwLock<Option<serde_json::Value>>);
+
+impl LastReport {
+    pub fn set(&self, report: serde_json::Value) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Some(report);
+    }
+
+    pub fn get(&self) -> Option<serde_json::Value> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
 }
 
 /// The user name clients log in as when a password is set.
@@ -63,6 +101,14 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
     // a script waiting for the banner must not see it for a server that never listened).
     std::net::TcpListener::bind((opts.bind, opts.pg_port))
         .with_context(|| format!("listening on {}:{}", opts.bind, opts.pg_port))?;
+    let http_listener = match opts.http_port {
+        0 => None,
+        port => Some(
+            tokio::net::TcpListener::bind((opts.bind, port))
+                .await
+                .with_context(|| format!("listening for HTTP on {}:{port}", opts.bind))?,
+        ),
+    };
     let ctx = Arc::new(new_context(opts.engine));
     setup_pg_catalog(
         &ctx,
@@ -76,7 +122,7 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
     )
     .map_err(|e| anyhow::anyhow!("setting up pg_catalog: {e}"))?;
     compat::register(&ctx);
-    let lake = Arc::new(LakeCatalog::new(&ctx, storage, &opts.lake)?);
+    let lake = Arc::new(LakeCatalog::new(&ctx, storage.clone(), &opts.lake)?);
     let n = lake
         .refresh()
         .await
@@ -132,6 +178,35 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
     eprintln!(
         "PostgreSQL protocol on {listening} (read-only; schemas bronze, silver, gold, quarantine)"
     );
+    if let Some(listener) = http_listener {
+        let site = http::Site::new(
+            storage,
+            &opts.lake,
+            &opts.web,
+            opts.live.clone(),
+            opts.password.as_deref(),
+        );
+        let addr = listener
+            .local_addr()
+            .context("the HTTP listener's address")?;
+        let base = format!("http://{addr}");
+        let dashboard = match site.dashboard_problem() {
+            None => format!("dashboard {base}/"),
+            Some(problem) => format!("no dashboard: {problem}"),
+        };
+        let live = if opts.live.report.is_some() {
+            format!(", {base}/api/report, alerts (SSE) {base}/api/alerts")
+        } else {
+            String::new()
+        };
+        eprintln!(
+            "HTTP on {base}/ : {dashboard}; lake files (read-only, Range) {base}/lake/{live}"
+        );
+        if opts.tls.is_some() {
+            eprintln!("note: the HTTP side is not encrypted (--tls-cert applies to the PostgreSQL protocol only)");
+        }
+        tokio::spawn(http::run(listener, Arc::new(site)));
+    }
     let result = match opts.password {
         None => {
             let handlers = Handlers {
