@@ -74,6 +74,9 @@ step "medallion serve: psql, psycopg, SQLAlchemy/pandas, JDBC and ODBC get medal
 step "PostgreSQL source: a throwaway PostgreSQL (initdb as postgres, loopback), snapshot and incremental extracts equal the table, every mapped type, errors name what is wrong"
 "$VENV/bin/python" tests/postgres_source.py "$bin"
 
+step "PostgreSQL change data capture: slot + consistent snapshot, every insert/update/delete once (SIGKILLs, a server restart), apply_changes scd 1/2 equal PostgreSQL and a reference"
+"$VENV/bin/python" tests/cdc.py "$bin"
+
 step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile)"
 npm run build
 

@@ -10,6 +10,12 @@
 //! greatest watermark value extracted in the same commit (the table property
 //! [`WATERMARK_KEY`]), together with the bronze batch counter in a `txn` action, so the
 //! progress recorded is always that of the rows committed: a failed extract records nothing.
+//!
+//! Change data capture (`mode = "cdc"`) records its progress in the `txn` action instead: the
+//! application id names the replication slot ([`cdc_app_id`]) and the version is the WAL
+//! position (LSN) that the changes committed reach. The host acknowledges a position to the
+//! database only once a commit recording it has landed, and on a restart resumes from what the
+//! table records, so a change is neither lost nor committed twice.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -33,6 +39,53 @@ pub const WATERMARK_KEY: &str = "medallion.watermark";
 /// Rows are buffered up to about this many bytes (Arrow's in-memory size) per data file.
 pub const FILE_TARGET_BYTES: usize = 64 * 1024 * 1024;
 
+/// The `txn` application id under which a CDC bronze table records how far it has committed the
+/// changes of replication slot `slot`.
+pub fn cdc_app_id(slot: &str) -> String {
+    format!("medallion-cdc/{slot}")
+}
+
+/// What an extract records, with its rows, of how far it has read its source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mark {
+    /// Nothing beyond the bronze batch counter (a snapshot).
+    None,
+    /// The greatest watermark value of the rows (incremental).
+    Watermark(Watermark),
+    /// The WAL position that the rows' changes reach (cdc). `snapshot`: the rows are the
+    /// slot's initial snapshot and replace the table's.
+    Lsn {
+        slot: String,
+        lsn: u64,
+        snapshot: bool,
+    },
+}
+
+/// The WAL position bronze table `name` (a `mode = "cdc"` table) has committed changes up to,
+/// if it has committed any (its initial snapshot included).
+pub async fn last_lsn(
+    storage: &dyn Storage,
+    spec: &PipelineSpec,
+    lake: &str,
+    name: &str,
+) -> Result<Option<u64>> {
+    let Some(src) = spec.bronze.get(name) else {
+        return Ok(None);
+    };
+    let location = table_location(lake, Layer::Bronze, name);
+    let Some(snapshot) = Snapshot::try_load(storage, &location).await? else {
+        return Ok(None);
+    };
+    Ok(snapshot
+        .app_version(&cdc_app_id(&src.slot_name(name)))
+        .map(|v| v as u64))
+}
+
+/// An LSN as PostgreSQL prints it (`16/B374D848`).
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
 /// The greatest value of an incremental extract's watermark column.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Watermark {
@@ -53,6 +106,9 @@ pub struct ExtractReport {
     pub version: Option<u64>,
     /// The watermark the table records after this extract.
     pub watermark: Option<Watermark>,
+    /// For cdc: the WAL position the table records after this extract (as PostgreSQL prints it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsn: Option<String>,
 }
 
 /// The watermark bronze table `name` last committed, if it is incremental and has one. An
@@ -102,6 +158,11 @@ pub struct BronzeExtract {
     writer: TableWriter,
     base_version: Option<u64>,
     watermark: Option<Watermark>,
+    lsn: Option<u64>,
+    /// The rows are added to the table's (not replacing them).
+    appends: bool,
+    /// For cdc: the `txn` application id of the slot.
+    cdc_app_id: Option<String>,
     buffered: Vec<RecordBatch>,
     buffered_bytes: usize,
     files: u64,
@@ -111,8 +172,8 @@ pub struct BronzeExtract {
 
 impl BronzeExtract {
     /// Starts an extract into bronze table `name` of `spec`, whose rows have `schema` (the
-    /// lineage column `_ingested_at` is added). `watermark`, for an incremental extract, is
-    /// the greatest watermark value of the rows about to be pushed; it is recorded when they
+    /// lineage column `_ingested_at` is added). `mark` is how far the rows about to be pushed
+    /// reach in the source (the greatest watermark value, or the LSN); it is recorded when they
     /// are committed. Nothing is written yet.
     pub async fn begin(
         spec: &PipelineSpec,
@@ -121,7 +182,7 @@ impl BronzeExtract {
         clock: &dyn Clock,
         opts: &RunOptions,
         schema: SchemaRef,
-        watermark: Option<Watermark>,
+        mark: Mark,
     ) -> Result<Self> {
         let src = spec.bronze.get(name).ok_or_else(|| Error::Table {
             table: name.to_string(),
@@ -136,6 +197,44 @@ impl BronzeExtract {
             .as_ref()
             .and_then(|s| s.app_version(&app_id))
             .map_or(0, |v| v + 1);
+        let watermark = match &mark {
+            Mark::Watermark(w) => Some(w.clone()),
+            _ => None,
+        };
+        let (write_mode, txn, lsn) = match &mark {
+            Mark::Lsn {
+                slot,
+                lsn,
+                snapshot,
+            } => (
+                if *snapshot {
+                    WriteMode::Overwrite
+                } else {
+                    WriteMode::Append
+                },
+                Txn {
+                    app_id: cdc_app_id(slot),
+                    version: i64::try_from(*lsn).map_err(|_| Error::Table {
+                        table: name.to_string(),
+                        message: format!("LSN {} is out of range", format_lsn(*lsn)),
+                    })?,
+                    last_updated: Some(now_ms),
+                },
+                Some(*lsn),
+            ),
+            _ => (
+                match mode {
+                    ExtractMode::Incremental => WriteMode::Append,
+                    _ => WriteMode::Overwrite,
+                },
+                Txn {
+                    app_id,
+                    version: batch,
+                    last_updated: None,
+                },
+                None,
+            ),
+        };
         let mut configuration = HashMap::new();
         if let Some(n) = spec.pipeline.checkpoint_interval {
             configuration.insert(
@@ -153,10 +252,7 @@ impl BronzeExtract {
         let write = TableWrite {
             table: name.to_string(),
             location,
-            mode: match mode {
-                ExtractMode::Snapshot => WriteMode::Overwrite,
-                ExtractMode::Incremental => WriteMode::Append,
-            },
+            mode: write_mode,
             schema: with_ingested_at(&schema),
             files: Vec::new(),
             description: Some(src.description.clone()),
@@ -173,11 +269,7 @@ impl BronzeExtract {
             }),
             configuration,
             partition_by: Vec::new(),
-            txn: Some(Txn {
-                app_id,
-                version: batch,
-                last_updated: None,
-            }),
+            txn: Some(txn),
         };
         let writer = write.begin(snapshot.as_ref())?;
         Ok(BronzeExtract {
@@ -187,6 +279,12 @@ impl BronzeExtract {
             writer,
             base_version: snapshot.map(|s| s.version),
             watermark,
+            lsn,
+            appends: write_mode == WriteMode::Append,
+            cdc_app_id: match &mark {
+                Mark::Lsn { slot, .. } => Some(cdc_app_id(slot)),
+                _ => None,
+            },
             buffered: Vec::new(),
             buffered_bytes: 0,
             files: 0,
@@ -234,6 +332,34 @@ impl BronzeExtract {
         Ok(())
     }
 
+    /// For a cdc extract: the WAL position the rows pushed so far reach, recorded when they are
+    /// committed. Positions only move forward.
+    pub fn advance_lsn(&mut self, lsn: u64) -> Result<()> {
+        let (Some(current), Some(app_id)) = (self.lsn, self.cdc_app_id.clone()) else {
+            return Err(Error::Table {
+                table: self.table.clone(),
+                message: "advance_lsn on an extract that is not cdc".into(),
+            });
+        };
+        if lsn < current {
+            return Err(Error::Table {
+                table: self.table.clone(),
+                message: format!(
+                    "the WAL position went back from {} to {}",
+                    format_lsn(current),
+                    format_lsn(lsn)
+                ),
+            });
+        }
+        self.lsn = Some(lsn);
+        self.writer.set_txn(Txn {
+            app_id,
+            version: lsn as i64,
+            last_updated: Some(self.now_ms),
+        });
+        Ok(())
+    }
+
     /// Writes what is buffered and commits every file in one version (none for an
     /// incremental extract that found no rows). On error nothing is committed and the files
     /// are removed, except when the commit's outcome is unknown ([`Error::CommitUncertain`]).
@@ -251,8 +377,9 @@ impl BronzeExtract {
             bytes_written: 0,
             version: None,
             watermark: self.watermark.clone(),
+            lsn: self.lsn.map(format_lsn),
         };
-        if rows == 0 && self.mode == ExtractMode::Incremental && self.base_version.is_some() {
+        if rows == 0 && self.appends && self.base_version.is_some() {
             // Nothing new: the table and its recorded watermark stay as they are.
             return Ok(report);
         }
@@ -360,10 +487,13 @@ mod tests {
             &FixedClock(1_700_000_000_000),
             &opts,
             batch(&[]).schema(),
-            watermark.map(|v| Watermark {
-                column: "id".into(),
-                value: v.into(),
-            }),
+            match watermark {
+                Some(v) => Mark::Watermark(Watermark {
+                    column: "id".into(),
+                    value: v.into(),
+                }),
+                None => Mark::None,
+            },
         )
         .await
         .unwrap();

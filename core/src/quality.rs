@@ -1,7 +1,8 @@
 //! Silver's declarative cleaning, applied to a table's SQL result in this order:
 //! 1. casts — a value that does not convert sends its row to quarantine;
 //! 2. expectations — `warn` counts, `drop` quarantines the row, `fail` stops the run;
-//! 3. dedupe — one row per key, the latest by the ordering column.
+//! 3. dedupe — one row per key, the latest by the ordering column; or apply_changes — change
+//!    events applied by key in sequence order (current state or history).
 //!
 //! Expectations run before dedupe so that a bad late update does not hide the last good
 //! version of a row.
@@ -18,7 +19,7 @@ use datafusion::prelude::SessionContext;
 
 use crate::error::{Context, Error, Result};
 use crate::report::ExpectationReport;
-use crate::spec::{Dedupe, OnViolation, SilverTable};
+use crate::spec::{ApplyChanges, Dedupe, OnViolation, SilverTable};
 use crate::types::parse_type_name;
 
 /// The column quarantined rows carry to say why they were set aside.
@@ -205,9 +206,10 @@ pub async fn clean(
     }
 
     let rows_before: usize = kept.iter().map(|b| b.num_rows()).sum();
-    let (schema, kept) = match &spec.dedupe {
-        Some(d) => dedupe(ctx, table, d, cast_schema.clone(), kept).await?,
-        None => (cast_schema.clone(), kept),
+    let (schema, kept) = match (&spec.dedupe, &spec.apply_changes) {
+        (Some(d), _) => dedupe(ctx, table, d, cast_schema.clone(), kept).await?,
+        (None, Some(a)) => apply_changes(ctx, table, a, cast_schema.clone(), kept).await?,
+        (None, None) => (cast_schema.clone(), kept),
     };
     let rows_after: usize = kept.iter().map(|b| b.num_rows()).sum();
     Ok(Cleaned {
@@ -314,5 +316,76 @@ async fn dedupe(
     let result = crate::query::collect_sql(ctx, &format!("table `{table}`: dedupe"), &sql).await;
     let _ = ctx.deregister_table(INPUT);
     let (_, batches) = result?;
+    Ok((schema, batches))
+}
+
+/// Applies change events by key. For each key the events are ordered by `sequence_by`
+/// (events with the same key and sequence are one event delivered twice: one is kept). SCD 1
+/// keeps the last event of each key unless it is a delete; SCD 2 keeps every event that is not
+/// a delete, from its sequence (`__start_at`) to the next event's (`__end_at`, NULL while
+/// current), so a delete closes the version before it.
+async fn apply_changes(
+    ctx: &SessionContext,
+    table: &str,
+    a: &ApplyChanges,
+    schema: SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let what = format!("table `{table}`: apply_changes");
+    for col in a
+        .keys
+        .iter()
+        .chain(std::iter::once(&a.sequence_by))
+        .chain(&a.except_columns)
+    {
+        if schema.field_with_name(col).is_err() {
+            return Err(Error::Table {
+                table: table.to_string(),
+                message: format!(
+                    "apply_changes names unknown column `{col}`; the table has: {}",
+                    column_list(&schema)
+                ),
+            });
+        }
+    }
+    const INPUT: &str = "__medallion_changes_input";
+    let mem = MemTable::try_new(schema.clone(), vec![batches]).context(|| what.clone())?;
+    ctx.register_table(INPUT, Arc::new(mem))
+        .context(|| what.clone())?;
+    let keys = a
+        .keys
+        .iter()
+        .map(|k| quote(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let seq = quote(&a.sequence_by);
+    let deleted = match &a.delete_when {
+        Some(cond) => format!("(({cond}) IS TRUE)"),
+        None => "false".to_string(),
+    };
+    let kept: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| f.name())
+        .filter(|n| !a.except_columns.contains(n))
+        .map(|n| quote(n))
+        .collect();
+    let kept = kept.join(", ");
+    // A duplicate delivery of an event has the same key and sequence; keep one, preferring
+    // the delete so that a redelivered delete is never undone by its twin.
+    let events = format!(
+        "SELECT * FROM (SELECT *, {deleted} AS __medallion_deleted, row_number() OVER (PARTITION BY {keys}, {seq} ORDER BY {deleted} DESC) AS __medallion_dup FROM {INPUT}) WHERE __medallion_dup = 1"
+    );
+    let sql = match a.scd {
+        1 => format!(
+            "SELECT {kept} FROM (SELECT *, row_number() OVER (PARTITION BY {keys} ORDER BY {seq} DESC) AS __medallion_rn FROM ({events})) WHERE __medallion_rn = 1 AND NOT __medallion_deleted"
+        ),
+        _ => format!(
+            "SELECT {kept}, {seq} AS __start_at, __medallion_next AS __end_at FROM (SELECT *, lead({seq}) OVER (PARTITION BY {keys} ORDER BY {seq}) AS __medallion_next FROM ({events})) WHERE NOT __medallion_deleted"
+        ),
+    };
+    let result = crate::query::collect_sql(ctx, &what, &sql).await;
+    let _ = ctx.deregister_table(INPUT);
+    let (schema, batches) = result?;
     Ok((schema, batches))
 }

@@ -29,8 +29,18 @@
 //! [bronze.orders_raw]
 //! source = "shop"
 //! table = "public.orders"            # or query = "SELECT …"
-//! mode = "incremental"               # or "snapshot" (the default)
+//! mode = "incremental"               # or "snapshot" (the default), or "cdc"
 //! watermark = "updated_at"
+//!
+//! [bronze.orders_cdc]                # every insert, update and delete, by logical replication
+//! source = "shop"
+//! table = "public.orders"
+//! mode = "cdc"
+//! create_slot = true                 # slot and publication `medallion_orders_cdc`
+//!
+//! [silver.orders]                    # the current state those changes lead to
+//! sql = "SELECT * FROM orders_cdc"
+//! apply_changes = { keys = ["order_id"], sequence_by = "_lsn", delete_when = "_op = 'D'" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -98,6 +108,9 @@ pub enum ExtractMode {
     Snapshot,
     /// Rows whose `watermark` column is past the greatest value extracted so far, appended.
     Incremental,
+    /// Change data capture: a snapshot consistent with a logical replication slot, then every
+    /// insert, update and delete, appended as rows with `_op`, `_lsn` and `_commit_ts`.
+    Cdc,
 }
 
 impl ExtractMode {
@@ -105,6 +118,7 @@ impl ExtractMode {
         match self {
             ExtractMode::Snapshot => "snapshot",
             ExtractMode::Incremental => "incremental",
+            ExtractMode::Cdc => "cdc",
         }
     }
 }
@@ -174,6 +188,16 @@ pub struct BronzeSource {
     /// With `mode = "incremental"`: the column whose greatest value extracted is recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<String>,
+    /// With `mode = "cdc"`: the logical replication slot (default `medallion_<table>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slot: Option<String>,
+    /// With `mode = "cdc"`: the publication the slot streams (default `medallion_<table>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub publication: Option<String>,
+    /// With `mode = "cdc"`: create the publication (or add the table to it) and the slot when
+    /// they are missing. Without it, a missing one is an error that says how to create it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub create_slot: bool,
     pub format: Option<Format>,
     /// Declared column types, in order. Without it the schema is inferred from the data.
     #[serde(default)]
@@ -233,6 +257,10 @@ pub struct SilverTable {
     #[serde(default)]
     pub expect: Vec<Expectation>,
     pub dedupe: Option<Dedupe>,
+    /// The rows are change events (e.g. a `mode = "cdc"` bronze table): the table holds the
+    /// state they lead to (`scd = 1`) or its history (`scd = 2`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub apply_changes: Option<ApplyChanges>,
     #[serde(default)]
     pub description: String,
     /// Columns to partition the table by (one folder per value; filters on them skip files).
@@ -298,6 +326,30 @@ pub struct Dedupe {
 }
 
 /// The three layers, in the order data flows through them.
+/// Change events applied by key, as Lakeflow's AUTO CDC does: for each key the event with the
+/// greatest `sequence_by` wins, whatever order the events arrived in, and duplicates collapse.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyChanges {
+    pub keys: Vec<String>,
+    /// The column that orders a key's events (for a CDC bronze table, `_lsn`).
+    pub sequence_by: String,
+    /// A condition true for a delete event, e.g. `_op = 'D'`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_when: Option<String>,
+    /// 1: one row per live key, its latest values. 2: one row per version of a key, with
+    /// `__start_at` (its event's sequence) and `__end_at` (the next event's; NULL while current).
+    #[serde(default = "default_scd")]
+    pub scd: u8,
+    /// Columns left out of the table (e.g. `["_op", "_ingested_at"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except_columns: Vec<String>,
+}
+
+fn default_scd() -> u8 {
+    1
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layer {
@@ -441,6 +493,18 @@ impl PipelineSpec {
                     )));
                 }
             }
+            if let Some(a) = &t.apply_changes {
+                let err = |m: &str| Err(Error::Spec(format!("silver table `{name}`: {m}")));
+                if t.dedupe.is_some() {
+                    return err("give `dedupe` or `apply_changes`, not both (apply_changes keeps one row per key already)");
+                }
+                if a.keys.is_empty() {
+                    return err("apply_changes needs at least one key column");
+                }
+                if !matches!(a.scd, 1 | 2) {
+                    return err("apply_changes: scd is 1 (current state) or 2 (history)");
+                }
+            }
         }
         Ok(())
     }
@@ -475,13 +539,46 @@ impl PipelineSpec {
             }
             _ => {}
         }
-        match (src.mode.unwrap_or_default(), &src.watermark) {
+        let mode = src.mode.unwrap_or_default();
+        if mode != ExtractMode::Cdc {
+            for (field, set) in [
+                ("slot", src.slot.is_some()),
+                ("publication", src.publication.is_some()),
+                ("create_slot", src.create_slot),
+            ] {
+                if set {
+                    return err(format!("`{field}` is for mode = \"cdc\""));
+                }
+            }
+        } else {
+            if src.table.is_none() {
+                return err(
+                    "mode = \"cdc\" streams a table's changes: give `table`, not `query`".into(),
+                );
+            }
+            for (what, name) in [
+                ("slot", src.slot_name(name)),
+                ("publication", src.publication_name(name)),
+            ] {
+                let ok = !name.is_empty()
+                    && name.len() <= 63
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                if !ok {
+                    return err(format!(
+                        "{what} name `{name}`: PostgreSQL takes lower-case letters, digits and `_`, at most 63"
+                    ));
+                }
+            }
+        }
+        match (mode, &src.watermark) {
             (ExtractMode::Incremental, None) => err(
                 "mode = \"incremental\" needs `watermark`, the column whose greatest value is recorded"
                     .into(),
             ),
-            (ExtractMode::Snapshot, Some(_)) => err(
-                "`watermark` is for mode = \"incremental\"; a snapshot extracts every row".into(),
+            (ExtractMode::Snapshot | ExtractMode::Cdc, Some(_)) => err(
+                "`watermark` is for mode = \"incremental\"; a snapshot extracts every row and cdc every change".into(),
             ),
             _ => Ok(()),
         }
@@ -498,6 +595,20 @@ impl BronzeSource {
     /// Whether rows come from a database source (extracted by the host) rather than files.
     pub fn is_extracted(&self) -> bool {
         self.source.is_some()
+    }
+
+    /// The replication slot of a `mode = "cdc"` table named `table`.
+    pub fn slot_name(&self, table: &str) -> String {
+        self.slot
+            .clone()
+            .unwrap_or_else(|| format!("medallion_{}", table.to_ascii_lowercase()))
+    }
+
+    /// The publication of a `mode = "cdc"` table named `table`.
+    pub fn publication_name(&self, table: &str) -> String {
+        self.publication
+            .clone()
+            .unwrap_or_else(|| format!("medallion_{}", table.to_ascii_lowercase()))
     }
 
     /// The format given, or the one the path's extension implies.

@@ -143,10 +143,17 @@ WHERE p.product_id = i.product_id AND i.on_hand < p.reorder_level AND i.product_
 UPDATE shop.inventory i SET on_hand = p.reorder_level / 4 FROM shop.products p
 WHERE p.product_id = i.product_id AND i.on_hand >= p.reorder_level AND i.warehouse = 'WH-2'
   AND i.product_id % 30 = 7;
+-- WH-3 stops stocking a few products (deletes reach silver through change data capture).
+DELETE FROM shop.inventory WHERE warehouse = 'WH-3' AND product_id % 50 = 3;
 SQL
 
 echo "── run 2: only the changed rows are extracted"
 med run "$SPEC" --lake "$LAKE"
+
+echo "── silver.inventory, built from change data capture, against PostgreSQL (rows, units; silver's"
+echo "   expectation drops negative stock, so PostgreSQL is counted where on_hand >= 0)"
+echo "  PostgreSQL: $(shop -tA -F, -c 'SELECT count(*), sum(on_hand) FROM shop.inventory WHERE on_hand >= 0')"
+echo "  silver:     $(med query 'SELECT count(*), sum(on_hand) FROM inventory' --lake "$LAKE" --format csv --engine native | tail -1)"
 
 echo "── what changed in gold"
 changes() {  # gold table, SQL over `now` and `before` (its version before run 2)

@@ -414,6 +414,13 @@ impl TableWriter {
         self.rows_written
     }
 
+    /// Sets the application progress the commit records, replacing the one `begin` had: a
+    /// stream knows how far its rows reach only once the last of them is written.
+    pub fn set_txn(&mut self, txn: Txn) {
+        self.actions.retain(|a| !matches!(a, Action::Txn(_)));
+        self.actions.push(Action::Txn(txn));
+    }
+
     /// The commit that publishes every file written.
     pub fn finish(self) -> Result<CommitRequest> {
         let log_entry = log_bytes(&self.write.table, &self.actions)?;

@@ -24,7 +24,7 @@ use medallion_core::delta::{self, Snapshot};
 use medallion_core::pipeline::{self, Progress, RunOptions};
 use medallion_core::query::EngineOptions;
 use medallion_core::report::RunReport;
-use medallion_core::spec::{Layer, PipelineSpec};
+use medallion_core::spec::{ExtractMode, Layer, PipelineSpec};
 use medallion_core::storage::Storage;
 use medallion_host::alerts::{self, AlertSink, AlertTable, Cursor, Emitter};
 use medallion_host::serve::LastReport;
@@ -100,13 +100,13 @@ pub struct Observers {
 }
 
 /// Set by SIGINT or SIGTERM; the loop checks it between batches, never inside one.
-struct Stop {
+pub(super) struct Stop {
     requested: Arc<AtomicBool>,
     wake: Arc<Notify>,
 }
 
 impl Stop {
-    fn install() -> anyhow::Result<Stop> {
+    pub(super) fn install() -> anyhow::Result<Stop> {
         let requested = Arc::new(AtomicBool::new(false));
         let wake = Arc::new(Notify::new());
         let (flag, notify) = (requested.clone(), wake.clone());
@@ -145,6 +145,11 @@ impl Stop {
 
     fn requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The flag a signal sets, for loops that check it themselves.
+    pub(super) fn flag(&self) -> Arc<AtomicBool> {
+        self.requested.clone()
     }
 
     /// Sleeps `d`, or less if a stop is requested.
@@ -335,15 +340,35 @@ pub async fn watch(
             max_files_per_table: Some(args.max_batch_files.max(1)),
         };
         let ingested: Mutex<Vec<String>> = Mutex::new(Vec::new());
-        let result = pipeline::run(&spec, storage.clone(), &clock, &opts, &|event| {
-            if let Progress::FileIngested { file, .. } = event {
-                ingested
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(file.to_string());
+        // Database tables first: cdc and incremental ones catch up every batch (a cdc extract
+        // stops at the server's position when it started); snapshots are taken once.
+        let extracts: Vec<String> = medallion_host::postgres::extracted_tables(&spec)
+            .into_iter()
+            .filter(|t| {
+                attempts == 1
+                    || spec.bronze.get(t).and_then(|s| s.mode).unwrap_or_default()
+                        != ExtractMode::Snapshot
+            })
+            .collect();
+        let extracted = match extracts.is_empty() {
+            true => Ok(Vec::new()),
+            false => {
+                super::extract::extract_all(&spec, &extracts, storage.clone(), &opts, false).await
             }
-        })
-        .await;
+        };
+        let result = match extracted {
+            Err(e) => Err(e),
+            Ok(_) => pipeline::run(&spec, storage.clone(), &clock, &opts, &|event| {
+                if let Progress::FileIngested { file, .. } = event {
+                    ingested
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(file.to_string());
+                }
+            })
+            .await
+            .map_err(anyhow::Error::from),
+        };
         let committed = SystemTime::now();
         let report = match result {
             Ok(r) => {
@@ -351,8 +376,7 @@ pub async fn watch(
                 r
             }
             Err(e) => {
-                let e = anyhow::Error::from(e)
-                    .context(format!("micro-batch of {} failed", spec_path.display()));
+                let e = e.context(format!("micro-batch of {} failed", spec_path.display()));
                 if attempts == 1 {
                     return Err(e);
                 }

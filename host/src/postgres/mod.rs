@@ -31,7 +31,7 @@ use medallion_core::arrow::array::{
 };
 use medallion_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use medallion_core::clock::Clock;
-use medallion_core::extract::{last_watermark, BronzeExtract, ExtractReport, Watermark};
+use medallion_core::extract::{last_watermark, BronzeExtract, ExtractReport, Mark, Watermark};
 use medallion_core::pipeline::RunOptions;
 use medallion_core::spec::{redact_url, ExtractMode, PipelineSpec, SourceKind};
 use medallion_core::storage::Storage;
@@ -40,6 +40,8 @@ use tokio_postgres::config::Host;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, Type};
 use tokio_postgres::{Client, Column, Config, NoTls, Row, Transaction};
+
+pub mod cdc;
 
 /// Rows fetched from the portal per round trip, and per Arrow batch.
 pub const FETCH_ROWS: i32 = 10_000;
@@ -90,6 +92,12 @@ pub enum PgError {
         what: String,
         message: String,
     },
+    #[error("bronze table `{table}`: change data capture from source `{source_name}`: {message}")]
+    Cdc {
+        table: String,
+        source_name: String,
+        message: String,
+    },
     #[error(transparent)]
     Core(#[from] medallion_core::Error),
 }
@@ -124,6 +132,10 @@ pub async fn extract_table(
     })?;
     match source.kind {
         SourceKind::Postgres => {}
+    }
+    if src.mode == Some(ExtractMode::Cdc) {
+        let options = cdc::CdcOptions::default();
+        return cdc::extract_cdc(spec, name, storage, clock, opts, &options, &mut |_| {}).await;
     }
     let mut client = connect(&source_name, &source.url).await?;
     let ctx = Ctx {
@@ -247,8 +259,16 @@ pub async fn extract_table(
         _ => (base_sql, vec![], None),
     };
 
-    let mut extract =
-        BronzeExtract::begin(spec, name, storage, clock, opts, schema.clone(), watermark).await?;
+    let mut extract = BronzeExtract::begin(
+        spec,
+        name,
+        storage,
+        clock,
+        opts,
+        schema.clone(),
+        watermark.map_or(Mark::None, Mark::Watermark),
+    )
+    .await?;
     let streamed = stream_rows(&tx, &ctx, &sql, &params, &columns, &schema, &mut extract).await;
     if let Err(e) = streamed {
         extract.abort().await;
@@ -356,27 +376,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
 /// Opens a connection (no TLS) and drives it on the runtime. `url` is a postgres:// URL, a
 /// key=value string, or `env:NAME`.
 pub async fn connect(source_name: &str, url: &str) -> Result<Client, PgError> {
-    let url_error = |message: String| PgError::Url {
-        source_name: source_name.to_string(),
-        message,
-    };
-    let url = match url.strip_prefix("env:") {
-        Some(var) => std::env::var(var).map_err(|_| {
-            url_error(format!(
-                "the environment variable {var} (the source's url) is not set"
-            ))
-        })?,
-        None => url.to_string(),
-    };
-    let mut config = Config::from_str(&url).map_err(|e| {
-        url_error(format!(
-            "`{}` is not a PostgreSQL connection URL: {e}",
-            redact_url(&url)
-        ))
-    })?;
-    if config.get_connect_timeout().is_none() {
-        config.connect_timeout(Duration::from_secs(10));
-    }
+    let config = parse_config(source_name, url)?;
     let target = targets(&config);
     let user = config.get_user().unwrap_or_default().to_string();
     let (client, connection) = config.connect(NoTls).await.map_err(|e| {
@@ -403,6 +403,32 @@ pub async fn connect(source_name: &str, url: &str) -> Result<Client, PgError> {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// The connection settings of a source's `url` (a postgres:// URL, key=value, or `env:NAME`).
+fn parse_config(source_name: &str, url: &str) -> Result<Config, PgError> {
+    let url_error = |message: String| PgError::Url {
+        source_name: source_name.to_string(),
+        message,
+    };
+    let url = match url.strip_prefix("env:") {
+        Some(var) => std::env::var(var).map_err(|_| {
+            url_error(format!(
+                "the environment variable {var} (the source's url) is not set"
+            ))
+        })?,
+        None => url.to_string(),
+    };
+    let mut config = Config::from_str(&url).map_err(|e| {
+        url_error(format!(
+            "`{}` is not a PostgreSQL connection URL: {e}",
+            redact_url(&url)
+        ))
+    })?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(Duration::from_secs(10));
+    }
+    Ok(config)
 }
 
 /// `host:port` of each host the config names, for messages.
@@ -492,15 +518,32 @@ struct PgColumn {
 
 impl PgColumn {
     fn new(ctx: &Ctx, c: &Column) -> Result<Self, PgError> {
-        let ty = c.type_();
-        let kind = match *ty {
+        Ok(PgColumn {
+            name: c.name().to_string(),
+            kind: Kind::of(c.type_().oid(), c.type_modifier(), c.name())
+                .map_err(|m| ctx.column(c.name(), m))?,
+        })
+    }
+}
+
+impl Kind {
+    /// How values of PostgreSQL type `oid` with modifier `typmod` decode; the error says why
+    /// a type has no mapping (the caller names the column).
+    fn of(oid: u32, typmod: i32, column: &str) -> Result<Kind, String> {
+        let col = quote_ident(column);
+        let Some(ty) = Type::from_oid(oid) else {
+            return Err(format!(
+                "PostgreSQL type oid {oid} (a user-defined type) has no Arrow mapping; extract it through `query` with a cast, e.g. `{col}::text`"
+            ));
+        };
+        Ok(match ty {
             Type::BOOL => Kind::Bool,
             Type::INT2 => Kind::Int16,
             Type::INT4 => Kind::Int32,
             Type::INT8 => Kind::Int64,
             Type::FLOAT4 => Kind::Float32,
             Type::FLOAT8 => Kind::Float64,
-            Type::NUMERIC => numeric_kind(ctx, c)?,
+            Type::NUMERIC => numeric_kind(typmod, &col)?,
             Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::JSON => Kind::Text,
             Type::JSONB => Kind::Jsonb,
             Type::UUID => Kind::Uuid,
@@ -511,34 +554,23 @@ impl PgColumn {
             Type::TIMESTAMPTZ => Kind::Timestamp { utc: true },
             Type::TEXT_ARRAY | Type::VARCHAR_ARRAY => Kind::TextArray,
             _ => {
-                return Err(ctx.column(
-                    c.name(),
-                    format!(
-                        "PostgreSQL type `{}` has no Arrow mapping; extract it through `query` with a cast, e.g. `{}::text`",
-                        ty.name(),
-                        quote_ident(c.name())
-                    ),
+                return Err(format!(
+                    "PostgreSQL type `{}` has no Arrow mapping; extract it through `query` with a cast, e.g. `{col}::text`",
+                    ty.name(),
                 ))
             }
-        };
-        Ok(PgColumn {
-            name: c.name().to_string(),
-            kind,
         })
     }
 }
 
 /// numeric(p,s) → decimal(p,s); the type modifier is `((p << 16) | s) + 4`, -1 if absent.
-fn numeric_kind(ctx: &Ctx, c: &Column) -> Result<Kind, PgError> {
-    let typmod = c.type_modifier();
+fn numeric_kind(typmod: i32, col: &str) -> Result<Kind, String> {
     let cast_hint = format!(
-        "extract it through `query` with a cast, e.g. `{}::numeric(38,10)` (or `::float8`, `::text`)",
-        quote_ident(c.name())
+        "extract it through `query` with a cast, e.g. `{col}::numeric(38,10)` (or `::float8`, `::text`)"
     );
     if typmod < 4 {
-        return Err(ctx.column(
-            c.name(),
-            format!("numeric without a precision and scale has no exact Arrow decimal type; {cast_hint}"),
+        return Err(format!(
+            "numeric without a precision and scale has no exact Arrow decimal type; {cast_hint}"
         ));
     }
     let precision = ((typmod - 4) >> 16) & 0xffff;
@@ -550,11 +582,8 @@ fn numeric_kind(ctx: &Ctx, c: &Column) -> Result<Kind, PgError> {
         raw_scale
     };
     if !(1..=38).contains(&precision) || !(0..=precision).contains(&scale) {
-        return Err(ctx.column(
-            c.name(),
-            format!(
-                "numeric({precision},{scale}) does not fit a 128-bit decimal (precision 1 to 38, scale 0 to the precision); {cast_hint}"
-            ),
+        return Err(format!(
+            "numeric({precision},{scale}) does not fit a 128-bit decimal (precision 1 to 38, scale 0 to the precision); {cast_hint}"
         ));
     }
     Ok(Kind::Decimal {
