@@ -471,6 +471,7 @@ async fn txn_actions_record_progress_atomically_and_survive_checkpoints() {
                 version: batch_id,
                 last_updated: None,
             }),
+            removes: Vec::new(),
         }
         .prepare(s.as_ref(), base.as_ref())
         .await

@@ -239,6 +239,7 @@ async fn concurrent_writers_conflict() {
         configuration: Default::default(),
         partition_by: vec![],
         txn: None,
+        removes: Vec::new(),
     };
     // Through pipeline::commit, the path every run takes.
     let commit = |request: medallion_core::delta::CommitRequest, base: Option<u64>| {

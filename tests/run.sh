@@ -62,6 +62,9 @@ step "Delta corpus: Medallion reads tables deltalake wrote (checkpoints, partiti
 step "Retail pipeline against an independent implementation: DuckDB from the same sources, row for row"
 "$VENV/bin/python" tests/retail_reference.py "$bin" "$work/reference"
 
+step "Incremental silver and gold: appended and merged-by-key tables equal DuckDB's recomputation run after run; full rebuilds say why"
+"$VENV/bin/python" tests/incremental.py "$bin"
+
 step "Delta lifecycle: tables Medallion writes, through runs, checkpoints, optimize, vacuum and time travel, read alike in deltalake, DuckDB and Medallion"
 "$VENV/bin/python" tests/delta_lifecycle.py "$bin"
 

@@ -270,6 +270,7 @@ impl BronzeExtract {
             configuration,
             partition_by: Vec::new(),
             txn: Some(txn),
+            removes: Vec::new(),
         };
         let writer = write.begin(snapshot.as_ref())?;
         Ok(BronzeExtract {

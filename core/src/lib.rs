@@ -34,6 +34,7 @@ pub mod dag;
 pub mod delta;
 pub mod error;
 pub mod extract;
+pub mod incremental;
 pub mod inspect;
 pub mod latest_table;
 pub mod pipeline;

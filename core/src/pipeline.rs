@@ -6,10 +6,12 @@
 //! table by table. A failed run therefore changes no table; its staged files are removed.
 //!
 //! Incremental: bronze appends only source files its log has not recorded (each data file's
-//! `add` carries its source in the tag `medallion.source`); silver and gold are rebuilt only
-//! when an input changed, the table is missing, or its definition changed.
+//! `add` carries its source in the tag `medallion.source`); silver and gold change only when an
+//! input changed, the table is missing, or its definition changed — by appending or merging the
+//! rows of an input's new files where the SQL allows it, else by a full rebuild (see
+//! [`crate::incremental`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use datafusion::arrow::array::{
@@ -21,13 +23,14 @@ use serde_json::json;
 
 use crate::clock::Clock;
 use crate::dag::{self, Dag};
-use crate::delta::{CommitRequest, DataFile, LiveFile, Snapshot, TableWrite, WriteMode};
+use crate::delta::{At, CommitRequest, DataFile, LiveFile, Snapshot, TableWrite, WriteMode};
 use crate::error::{Context, Error, Result};
+use crate::incremental::{self, DEFINITION_KEY, INPUTS_KEY};
 use crate::quality;
 use crate::query::{self, EngineOptions, ParquetFilesTable};
 use crate::report::{RunReport, StageTime, TableReport};
 use crate::source::{self, RescuedRow};
-use crate::spec::{Layer, PipelineSpec};
+use crate::spec::{Layer, PipelineSpec, SilverTable};
 use crate::storage::{join, CountingStorage, IoCounts, IoStats, Storage};
 use serde::{Deserialize, Serialize};
 
@@ -469,6 +472,7 @@ pub fn record_versions(report: &mut RunReport, committed: &[Committed]) {
 }
 
 /// A table later tables can read: schema, live files, and the version they make up.
+#[derive(Clone)]
 struct Registered {
     schema: SchemaRef,
     partition_columns: Vec<String>,
@@ -673,6 +677,7 @@ impl Run<'_> {
                 .unwrap_or_default(),
             partition_by: self.spec.partition_by(name).to_vec(),
             txn: None,
+            removes: Vec::new(),
         }
     }
 
@@ -924,6 +929,53 @@ impl Run<'_> {
             report.rows_out = s.num_records().unwrap_or(0);
             return self.register_snapshot(name, s);
         }
+        let definition_hash = format!("{:016x}", fnv1a(definition.as_bytes()));
+        let versions: BTreeMap<String, u64> = inputs
+            .iter()
+            .filter_map(|i| {
+                self.registered
+                    .get(i)
+                    .and_then(|r| r.version)
+                    .map(|v| (i.clone(), v))
+            })
+            .collect();
+        let mut configuration = HashMap::from([
+            (SPEC_HASH_KEY.to_string(), spec_hash),
+            (DEFINITION_KEY.to_string(), definition_hash.clone()),
+            (
+                INPUTS_KEY.to_string(),
+                serde_json::to_string(&versions).unwrap_or_default(),
+            ),
+        ]);
+        let plan = self
+            .plan_refresh(
+                name,
+                layer,
+                &sql,
+                &definition_hash,
+                &versions,
+                snapshot.as_ref(),
+            )
+            .await?;
+        let why = match plan {
+            Refresh::Full(why) => why,
+            Refresh::New { input, files } => {
+                match self
+                    .build_new_rows(name, layer, &sql, &input, files, snapshot.as_ref(), report)
+                    .await?
+                {
+                    Built::Staged(write) => {
+                        let mut write = *write;
+                        write.configuration.extend(configuration);
+                        return self
+                            .stage_table(name, write, snapshot.as_ref(), report)
+                            .await;
+                    }
+                    Built::NeedsFull(why) => why,
+                }
+            }
+        };
+        report.refresh = Some(format!("full: {why}"));
 
         let what = format!("{layer} table `{name}`");
         let (schema, batches) = query::collect_sql(&self.ctx, &what, &sql).await?;
@@ -965,12 +1017,338 @@ impl Run<'_> {
             }],
             &description,
         );
-        write
-            .configuration
-            .insert(SPEC_HASH_KEY.to_string(), spec_hash);
+        write.configuration.extend(configuration.drain());
         self.stage_table(name, write, snapshot.as_ref(), report)
             .await
     }
+
+    /// Whether table `name` can take in only the new files of one input, or why not.
+    async fn plan_refresh(
+        &self,
+        name: &str,
+        layer: Layer,
+        sql: &str,
+        definition_hash: &str,
+        versions: &BTreeMap<String, u64>,
+        snapshot: Option<&Snapshot>,
+    ) -> Result<Refresh> {
+        let full = |why: String| Ok(Refresh::Full(why));
+        let Some(s) = snapshot else {
+            return full("first build".into());
+        };
+        if s.property(DEFINITION_KEY) != Some(definition_hash) {
+            return full(match s.property(DEFINITION_KEY) {
+                Some(_) => "its definition changed".into(),
+                None => "no record of the definition it was built with".into(),
+            });
+        }
+        let Some(recorded) = incremental::recorded_inputs(s.property(INPUTS_KEY)) else {
+            return full("no record of the input versions it was built from".into());
+        };
+        let moved: Vec<&String> = versions
+            .keys()
+            .filter(|i| recorded.get(*i) != versions.get(*i))
+            .collect();
+        let [input] = moved.as_slice() else {
+            return full(match moved.len() {
+                0 => "it was built from other input versions".into(),
+                n => format!("{n} of its inputs changed ({})", join_names(&moved)),
+            });
+        };
+        let input = (*input).clone();
+        if let Some(t) = self.spec.silver.get(name) {
+            if t.apply_changes.is_some() {
+                return full("apply_changes tables are rebuilt from all their events".into());
+            }
+        }
+        let Some(old) = recorded.get(&input).copied() else {
+            return full(format!("{input} is a new input"));
+        };
+        let Some(input_layer) = self.spec.layer_of(&input) else {
+            return full(format!("{input} is not a table of the spec"));
+        };
+        let location = table_location(&self.opts.lake, input_layer, &input);
+        let before =
+            match Snapshot::load_at(self.storage.as_ref(), &location, At::Version(old)).await {
+                Ok(b) => b,
+                Err(e) => return full(format!("version {old} of {input} cannot be read ({e})")),
+            };
+        let now: HashSet<&str> = self.registered[&input]
+            .files
+            .iter()
+            .map(|f| f.location.as_str())
+            .collect();
+        let before: HashSet<String> = before
+            .live_files()
+            .into_iter()
+            .map(|f| f.location)
+            .collect();
+        if before.iter().any(|f| !now.contains(f.as_str())) {
+            return full(format!(
+                "{input} was rewritten or compacted since version {old}, not only appended to"
+            ));
+        }
+        let plan = match self.ctx.state().create_logical_plan(sql).await {
+            Ok(p) => p,
+            Err(e) => return full(format!("its SQL could not be planned alone ({e})")),
+        };
+        if !incremental::per_row_over(&plan, &input) {
+            return full(format!(
+                "its SQL is not row by row over {input} (an aggregate, window, DISTINCT, LIMIT, subquery, or a join that does not keep {input}'s rows)"
+            ));
+        }
+        let files = self.registered[&input]
+            .files
+            .iter()
+            .filter(|f| !before.contains(&f.location))
+            .cloned()
+            .collect();
+        let _ = layer;
+        Ok(Refresh::New { input, files })
+    }
+
+    /// Builds table `name` from the rows of `files`, the new files of `input`: appended, or
+    /// merged by key into the files of the table they touch (`dedupe`).
+    #[allow(clippy::too_many_arguments)]
+    async fn build_new_rows(
+        &mut self,
+        name: &str,
+        layer: Layer,
+        sql: &str,
+        input: &str,
+        files: Vec<LiveFile>,
+        snapshot: Option<&Snapshot>,
+        report: &mut TableReport,
+    ) -> Result<Built> {
+        let what = format!("{layer} table `{name}`");
+        let whole = self.registered[input].clone();
+        let new_files = files.len();
+        self.register(
+            input,
+            whole.schema.clone(),
+            &whole.partition_columns,
+            &files,
+            whole.version,
+        )?;
+        let result = query::collect_sql(&self.ctx, &what, sql).await;
+        self.register(
+            input,
+            whole.schema,
+            &whole.partition_columns,
+            &whole.files,
+            whole.version,
+        )?;
+        let (schema, batches) = result?;
+        report.rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let Some(s) = snapshot else {
+            return Ok(Built::NeedsFull("first build".into()));
+        };
+        let silver = self.spec.silver.get(name);
+        let (schema, batches) = match silver {
+            Some(t) => {
+                // Casts and expectations row by row; the key step below, against the table.
+                let rows_only = SilverTable {
+                    dedupe: None,
+                    apply_changes: None,
+                    ..t.clone()
+                };
+                let cleaned = quality::clean(&self.ctx, name, &rows_only, schema, batches).await?;
+                if !same_names(&cleaned.schema, &s.schema) {
+                    return Ok(Built::NeedsFull(
+                        "its columns changed (the new rows have other columns than the table)"
+                            .into(),
+                    ));
+                }
+                report.dropped = cleaned.dropped;
+                report.expectations = cleaned.expectations;
+                report.quarantined = cleaned.quarantine.iter().map(|b| b.num_rows() as u64).sum();
+                self.stage_quarantine(name, cleaned.quarantine, WriteMode::Append)
+                    .await?;
+                (cleaned.schema, cleaned.batches)
+            }
+            None => (schema, batches),
+        };
+        if !same_names(&schema, &s.schema) {
+            return Ok(Built::NeedsFull(
+                "its columns changed (the new rows have other columns than the table)".into(),
+            ));
+        }
+        let batches = batches
+            .iter()
+            .map(|b| crate::delta::cast_batch(b, &s.schema, name))
+            .collect::<Result<Vec<_>>>()?;
+        let description = silver
+            .map(|t| t.description.clone())
+            .or_else(|| self.spec.gold.get(name).map(|t| t.description.clone()))
+            .unwrap_or_default();
+        let new_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
+        let dedupe = silver.and_then(|t| t.dedupe.clone());
+        let Some(d) = dedupe else {
+            report.rows_out = new_rows;
+            report.refresh = Some(format!(
+                "append: {new_rows} row(s) from {new_files} new file(s) of {input}"
+            ));
+            let write = self.write(
+                name,
+                table_location(&self.opts.lake, layer, name),
+                WriteMode::Append,
+                s.schema.clone(),
+                vec![DataFile {
+                    batches,
+                    tags: HashMap::new(),
+                }],
+                &description,
+            );
+            return Ok(Built::Staged(Box::new(write)));
+        };
+
+        // Merge: the table's files holding a key of the new rows are rewritten with them.
+        const NEW: &str = "__medallion_merge_new";
+        const FILE: &str = "__medallion_merge_file";
+        let mem =
+            datafusion::datasource::MemTable::try_new(s.schema.clone(), vec![batches.clone()])
+                .context(|| format!("{what}: merge"))?;
+        self.ctx
+            .register_table(NEW, Arc::new(mem))
+            .context(|| format!("{what}: merge"))?;
+        let on = d
+            .key
+            .iter()
+            .map(|k| {
+                let k = k.replace('"', "\"\"");
+                // Parenthesised: the SQL parser binds `IS NOT DISTINCT FROM b AND …` to `b AND …`.
+                format!("(f.\"{k}\" IS NOT DISTINCT FROM n.\"{k}\")")
+            })
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let probe = format!("SELECT count(*) AS n FROM {FILE} f LEFT SEMI JOIN {NEW} n ON {on}");
+        let live = s.live_files();
+        let mut touched: Vec<(String, LiveFile)> = Vec::new();
+        let mut outcome = Ok(());
+        for (path, file) in s.files.keys().zip(live) {
+            let table = ParquetFilesTable::partitioned(
+                &self.ctx,
+                &self.storage,
+                s.schema.clone(),
+                &s.metadata.partition_columns,
+                std::slice::from_ref(&file),
+            )?;
+            let _ = self.ctx.deregister_table(FILE);
+            self.ctx
+                .register_table(FILE, Arc::new(table))
+                .context(|| format!("{what}: merge"))?;
+            match query::collect_sql(&self.ctx, &what, &probe).await {
+                Ok((_, counts)) => {
+                    let hits = counts
+                        .first()
+                        .and_then(|b| {
+                            b.column(0)
+                                .as_any()
+                                .downcast_ref::<Int64Array>()
+                                .map(|a| a.value(0))
+                        })
+                        .unwrap_or(1);
+                    if hits > 0 {
+                        touched.push((path.clone(), file));
+                    }
+                }
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
+                }
+            }
+        }
+        let _ = self.ctx.deregister_table(FILE);
+        let _ = self.ctx.deregister_table(NEW);
+        outcome?;
+        let touched_files: Vec<LiveFile> = touched.iter().map(|(_, f)| f.clone()).collect();
+        let old_rows = match touched_files.is_empty() {
+            true => Vec::new(),
+            false => {
+                let table = ParquetFilesTable::partitioned(
+                    &self.ctx,
+                    &self.storage,
+                    s.schema.clone(),
+                    &s.metadata.partition_columns,
+                    &touched_files,
+                )?;
+                self.ctx
+                    .read_table(Arc::new(table))
+                    .context(|| format!("{what}: merge"))?
+                    .collect()
+                    .await
+                    .context(|| format!("{what}: reading the files the new rows touch"))?
+            }
+        };
+        let old_count: u64 = old_rows.iter().map(|b| b.num_rows() as u64).sum();
+        let mut all = old_rows
+            .iter()
+            .map(|b| crate::delta::cast_batch(b, &s.schema, name))
+            .collect::<Result<Vec<_>>>()?;
+        all.extend(batches);
+        let key_only = SilverTable {
+            sql: String::new(),
+            casts: Default::default(),
+            expect: Vec::new(),
+            dedupe: Some(d.clone()),
+            apply_changes: None,
+            description: String::new(),
+            partition_by: Vec::new(),
+            alert: None,
+        };
+        let merged = quality::clean(&self.ctx, name, &key_only, s.schema.clone(), all).await?;
+        report.deduplicated = merged.deduplicated;
+        report.rows_out = merged.batches.iter().map(|b| b.num_rows() as u64).sum();
+        report.refresh = Some(format!(
+            "merge: {new_rows} row(s) from {new_files} new file(s) of {input} by key [{}]; {} of {} file(s) rewritten ({old_count} row(s))",
+            d.key.join(", "),
+            touched.len(),
+            s.files.len()
+        ));
+        let mut write = self.write(
+            name,
+            table_location(&self.opts.lake, layer, name),
+            WriteMode::Append,
+            s.schema.clone(),
+            vec![DataFile {
+                batches: merged.batches,
+                tags: HashMap::new(),
+            }],
+            &description,
+        );
+        write.removes = touched.into_iter().map(|(p, _)| p).collect();
+        Ok(Built::Staged(Box::new(write)))
+    }
+}
+
+/// How a derived table takes in its inputs' changes.
+enum Refresh {
+    /// Rebuilt from all of its inputs, for this reason.
+    Full(String),
+    /// From these new files of `input` only.
+    New { input: String, files: Vec<LiveFile> },
+}
+
+enum Built {
+    Staged(Box<TableWrite>),
+    NeedsFull(String),
+}
+
+fn same_names(a: &Schema, b: &Schema) -> bool {
+    let names = |s: &Schema| -> Vec<String> {
+        let mut n: Vec<String> = s.fields().iter().map(|f| f.name().clone()).collect();
+        n.sort();
+        n
+    };
+    names(a) == names(b)
+}
+
+fn join_names(names: &[&String]) -> String {
+    names
+        .iter()
+        .map(|n| n.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// FNV-1a: a hash that stays the same across Rust releases, for definitions stored in logs.

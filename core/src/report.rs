@@ -54,6 +54,10 @@ pub struct TableReport {
     pub version: Option<u64>,
     pub quarantine_version: Option<u64>,
     pub ms: f64,
+    /// Silver and gold: how the table took in its inputs' changes, and why (`append: …`,
+    /// `merge: …`, `full: …`); absent when it was up to date.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh: Option<String>,
 }
 
 impl TableReport {
@@ -74,6 +78,7 @@ impl TableReport {
             bytes_written: 0,
             version: None,
             quarantine_version: None,
+            refresh: None,
             ms: 0.0,
         }
     }

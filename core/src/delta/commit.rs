@@ -62,6 +62,9 @@ pub struct TableWrite {
     pub partition_by: Vec<String>,
     /// An application's progress to record atomically with the data (see [`Txn`]).
     pub txn: Option<Txn>,
+    /// With `Append`: live files (their `add.path`) this version removes, as a merge does
+    /// with the files it rewrote. Their rows must be in `files` again if they are to stay.
+    pub removes: Vec<String>,
 }
 
 /// Data files written and the log entry that will publish them.
@@ -196,8 +199,9 @@ impl TableWrite {
     /// files (`self.files` is ignored) come through [`TableWriter::write_file`].
     pub fn begin(self, base: Option<&Snapshot>) -> Result<TableWriter> {
         let table = self.table.clone();
-        let removes =
-            self.mode == WriteMode::Overwrite && base.is_some_and(|b| !b.files.is_empty());
+        let removes = (self.mode == WriteMode::Overwrite
+            && base.is_some_and(|b| !b.files.is_empty()))
+            || !self.removes.is_empty();
         if let Some(b) = base {
             b.check_writable(removes)?;
         }
@@ -273,8 +277,33 @@ impl TableWrite {
             }
         }
 
+        if !self.removes.is_empty() {
+            let Some(b) = base.filter(|_| self.mode == WriteMode::Append) else {
+                return Err(Error::Table {
+                    table,
+                    message: "removing some files needs an existing table and an append".into(),
+                });
+            };
+            for path in &self.removes {
+                let add = b.files.get(path).ok_or_else(|| Error::Table {
+                    table: table.clone(),
+                    message: format!(
+                        "file {path} is not live in version {}; nothing was written",
+                        b.version
+                    ),
+                })?;
+                actions.push(Action::Remove(remove_of(add, self.now_ms, true)));
+            }
+        }
         let live_files: Vec<LiveFile> = match (self.mode, base) {
-            (WriteMode::Append, Some(b)) => b.live_files(),
+            (WriteMode::Append, Some(b)) => {
+                let removed: std::collections::HashSet<String> =
+                    self.removes.iter().map(|p| b.file_location(p)).collect();
+                b.live_files()
+                    .into_iter()
+                    .filter(|f| !removed.contains(&f.location))
+                    .collect()
+            }
             _ => Vec::new(),
         };
         let file_schema = super::partition::file_schema(&schema, &partition_columns);

@@ -34,7 +34,8 @@ pub use log::{list_log, LastCheckpoint, LogListing};
 pub use maintenance::{optimize, vacuum, OptimizeReport, VacuumReport};
 pub use partition::{file_schema, partition_dir, typed_value, NULL_PARTITION};
 pub use schema::{
-    arrow_schema_from_delta, delta_compatible_batch, delta_compatible_schema, delta_schema_string,
+    arrow_schema_from_delta, cast_batch, delta_compatible_batch, delta_compatible_schema,
+    delta_schema_string,
 };
 pub use snapshot::{
     add_num_records, commit_versions, is_delta_table, latest_version, partition_fields,

@@ -511,6 +511,21 @@ impl Batch<'_> {
             .collect()
     }
 
+    /// Each changed silver and gold table with how it took the batch (append, merge, full).
+    fn refreshed(&self) -> Vec<String> {
+        self.report
+            .tables
+            .iter()
+            .filter(|t| t.layer != Layer::Bronze && t.version.is_some())
+            .map(
+                |t| match t.refresh.as_deref().and_then(|r| r.split(':').next()) {
+                    Some(kind) => format!("{} ({kind})", t.table),
+                    None => t.table.clone(),
+                },
+            )
+            .collect()
+    }
+
     fn status_line(&self) -> String {
         let id = self
             .txn
@@ -518,9 +533,9 @@ impl Batch<'_> {
             .max()
             .map(|v| format!(" (txn {v})"))
             .unwrap_or_default();
-        let rebuilt = self.rebuilt();
+        let rebuilt = self.refreshed();
         format!(
-            "batch {}{id}: bronze {} file(s) {} rows → silver {} rows → gold {} rows; rebuilt {}; {} alert(s); latency {}; {} file(s) pending; {:.0} ms",
+            "batch {}{id}: bronze {} file(s) {} rows → silver {} rows → gold {} rows; updated {}; {} alert(s); latency {}; {} file(s) pending; {:.0} ms",
             self.number,
             self.files,
             self.rows(Layer::Bronze),
@@ -563,6 +578,12 @@ impl Batch<'_> {
                 "gold": self.rows(Layer::Gold),
             },
             "rebuilt": self.rebuilt(),
+            "refresh": self
+                .report
+                .tables
+                .iter()
+                .filter_map(|t| t.refresh.as_ref().map(|r| (t.table.as_str(), r)))
+                .collect::<BTreeMap<&str, &String>>(),
             "versions": versions,
             "alerts": self.alerts,
             "latency_ms": self.latency_ms,
