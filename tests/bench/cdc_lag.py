@@ -57,9 +57,9 @@ def writer(pg, rate, seconds, first_id, done):
         while time.time() - start < seconds:
             ins = per_txn // 2
             with c.transaction():
-                c.execute("INSERT INTO orders SELECT g, 'new', 1.5, now() FROM generate_series(%s, %s) g",
+                c.execute("INSERT INTO orders SELECT g, 'new', 1.5, now() FROM generate_series(%s::int8, %s::int8) g",
                           (next_id, next_id + ins - 1))
-                c.execute("UPDATE orders SET status = 'paid' WHERE id BETWEEN %s AND %s",
+                c.execute("UPDATE orders SET status = 'paid' WHERE id BETWEEN %s::int8 AND %s::int8",
                           (next_id - ins, next_id - 1))
             made += ins + min(ins, max(0, next_id - first_id))
             next_id += ins
