@@ -73,6 +73,7 @@ async fn run_with(
         run_id: run_id.to_string(),
         engine: EngineOptions::default(),
         max_files_per_table: None,
+        max_bytes_per_table: None,
     };
     run(&spec, storage, &SystemClock::new(), &opts, &|_| {}).await
 }

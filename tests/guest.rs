@@ -54,6 +54,7 @@ async fn run_in_guest(
         run_id: medallion_host::new_run_id(),
         engine: EngineOptions::default(),
         max_files_per_table: None,
+        max_bytes_per_table: None,
     };
     let ctx = context(job::pipeline_grants(&spec, &opts), limits);
     tokio::task::spawn_blocking(move || job::run_pipeline(guest(), &ctx, &text, &spec, &opts, 4))

@@ -34,6 +34,7 @@ pub async fn run_spec(
             ..Default::default()
         },
         max_files_per_table: None,
+        max_bytes_per_table: None,
     };
     run(&spec, storage(), &SystemClock::new(), &opts, &|_| {}).await
 }

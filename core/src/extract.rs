@@ -479,6 +479,7 @@ mod tests {
             run_id: "r".into(),
             engine: EngineOptions::default(),
             max_files_per_table: None,
+            max_bytes_per_table: None,
         };
         let spec = spec();
         let mut e = BronzeExtract::begin(

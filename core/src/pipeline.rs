@@ -54,6 +54,11 @@ pub struct RunOptions {
     /// the rest wait for the next run. Bounds a micro-batch when a burst of files arrives.
     #[serde(default)]
     pub max_files_per_table: Option<usize>,
+    /// At most about this many bytes of new source files per bronze table in one run (always
+    /// at least one file): bounds a batch of large files as `max_files_per_table` bounds a
+    /// burst of small ones.
+    #[serde(default)]
+    pub max_bytes_per_table: Option<u64>,
 }
 
 /// The `txn` application id under which a bronze table records its batches: each run that
@@ -746,10 +751,23 @@ impl Run<'_> {
             .collect();
         report.files_skipped = (files.len() - unseen.len()) as u64;
         unseen.sort_by(|a, b| a.location.cmp(&b.location));
+        let listed = unseen.len();
         if let Some(max) = self.opts.max_files_per_table {
-            report.files_pending = unseen.len().saturating_sub(max.max(1)) as u64;
             unseen.truncate(max.max(1));
         }
+        if let Some(max) = self.opts.max_bytes_per_table {
+            let mut total = 0u64;
+            let keep = unseen
+                .iter()
+                .take_while(|f| {
+                    let first = total == 0;
+                    total = total.saturating_add(f.size.max(1));
+                    first || total <= max
+                })
+                .count();
+            unseen.truncate(keep);
+        }
+        report.files_pending = (listed - unseen.len()) as u64;
         for file in unseen {
             let bytes = self.storage.read(&file.location).await?;
             progress(Progress::FileIngested {

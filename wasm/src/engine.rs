@@ -331,6 +331,7 @@ impl Engine {
                 run_id,
                 engine: inner.engine,
                 max_files_per_table: None,
+                max_bytes_per_table: None,
             };
             let callback = on_progress.dyn_into::<Function>().ok();
             let progress = |p: Progress| {

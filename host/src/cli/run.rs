@@ -129,6 +129,7 @@ pub fn run_options(
         run_id: medallion_host::new_run_id(),
         engine,
         max_files_per_table: None,
+        max_bytes_per_table: None,
     })
 }
 

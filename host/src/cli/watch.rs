@@ -68,6 +68,11 @@ pub struct WatchArgs {
     /// of files is taken in several batches, in bounded memory.
     #[arg(long, default_value_t = 100, value_name = "N", requires = "watch")]
     pub max_batch_files: usize,
+    /// At most about this much new source data per bronze table in one batch, e.g. 64MiB
+    /// (always at least one file): bounds a batch of large files as --max-batch-files bounds a
+    /// burst of small ones.
+    #[arg(long, value_parser = super::parse_size, value_name = "SIZE", requires = "watch")]
+    pub max_batch_bytes: Option<usize>,
     /// Where the alerts of tables that declare `alert = { key = [...] }` go: `-` (stdout), a
     /// file (appended to), or an http(s) URL (one JSON POST per alert, retried).
     #[arg(long, value_name = "-|FILE|URL", requires = "watch")]
@@ -314,6 +319,7 @@ pub async fn watch(
             "lake": lake,
             "trigger_interval_ms": interval.as_millis() as u64,
             "max_batch_files": args.max_batch_files,
+            "max_batch_bytes": args.max_batch_bytes,
             "alerts": sink,
         }))?;
     }
@@ -338,6 +344,7 @@ pub async fn watch(
             run_id: medallion_host::new_run_id(),
             engine,
             max_files_per_table: Some(args.max_batch_files.max(1)),
+            max_bytes_per_table: args.max_batch_bytes.map(|b| b as u64),
         };
         let ingested: Mutex<Vec<String>> = Mutex::new(Vec::new());
         // Database tables first: cdc and incremental ones catch up every batch (a cdc extract
