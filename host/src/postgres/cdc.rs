@@ -200,6 +200,9 @@ pub async fn extract_cdc(
         columns: None,
         txn: Vec::new(),
         in_txn: false,
+        txn_rows: 0,
+        txn_commit_us: 0,
+        txn_skip: false,
         batch: None,
     };
     let mut backoff = Duration::from_millis(200);
@@ -574,9 +577,15 @@ struct Stream<'a> {
     recorded: u64,
     /// The table's columns as the last `Relation` message gave them, and which are the key.
     columns: Option<Arc<Vec<(PgColumn, bool)>>>,
-    /// The changes of the transaction being received.
+    /// The changes of the transaction being received (not yet written to the batch).
     txn: Vec<Change>,
     in_txn: bool,
+    /// Changes of the transaction being received already written to the batch.
+    txn_rows: u64,
+    /// Its commit time (microseconds since the Unix epoch).
+    txn_commit_us: i64,
+    /// It is one the table already has.
+    txn_skip: bool,
     batch: Option<Batch>,
 }
 
@@ -589,6 +598,8 @@ impl Stream<'_> {
     ) -> Result<(), SessionError> {
         self.txn.clear();
         self.in_txn = false;
+        self.txn_rows = 0;
+        self.txn_skip = false;
         self.columns = None;
         // Where "caught up" is: the server's WAL position now.
         let target = match self.cdc.follow {
@@ -633,15 +644,36 @@ impl Stream<'_> {
             };
             last_event = Instant::now();
             match event {
-                ReplicationEvent::Begin { .. } => {
+                ReplicationEvent::Begin {
+                    final_lsn,
+                    commit_time_micros,
+                    ..
+                } => {
                     self.in_txn = true;
                     self.txn.clear();
+                    self.txn_rows = 0;
+                    self.txn_commit_us = commit_time_micros.saturating_add(PG_EPOCH_US);
+                    // Its commit record lies before what the table records: already committed.
+                    self.txn_skip = final_lsn.as_u64() < self.recorded;
                 }
                 ReplicationEvent::XLogData {
                     wal_start, data, ..
                 } => {
                     if let Err(e) = self.change(&mut parser, wal_start.as_u64(), &data).await {
                         break Err(e.into());
+                    }
+                    if self.columns_changed() && self.txn_rows == 0 {
+                        // The batch's rows have the old columns: they go in a commit of their own.
+                        if let Err(e) = self.flush(&client, on_commit).await {
+                            break Err(e.into());
+                        }
+                    }
+                    if self.txn.len() >= FETCH_ROWS as usize {
+                        // A large transaction goes to data files as it comes; they are committed
+                        // only with the whole transaction.
+                        if let Err(e) = self.spill_txn().await {
+                            break Err(e.into());
+                        }
                     }
                 }
                 ReplicationEvent::Commit {
@@ -787,7 +819,7 @@ impl Stream<'_> {
                             .zip(&decoded)
                             .any(|(a, b)| a.0.name != b.0.name || a.0.kind != b.0.kind)
                 });
-                if changed && !self.txn.is_empty() {
+                if changed && (!self.txn.is_empty() || self.txn_rows > 0) {
                     return Err(self.setup.error(format!(
                         "the columns of {} changed inside a transaction at {}; cdc cannot split a transaction between two schemas — re-snapshot into a new bronze table",
                         self.setup.ctx.relation,
@@ -930,18 +962,34 @@ impl Stream<'_> {
         end_lsn: u64,
         commit_time_micros: i64,
     ) -> Result<(), PgError> {
-        let changes = std::mem::take(&mut self.txn);
-        if end_lsn <= self.recorded {
+        if self.txn_skip || end_lsn <= self.recorded {
+            self.txn.clear();
             return Ok(());
         }
-        if changes.is_empty() {
-            match &mut self.batch {
-                Some(batch) => batch.extract.advance_lsn(end_lsn)?,
-                // Nothing waits to be committed and this transaction had nothing for the table.
-                None => client.update_applied_lsn(Lsn::from_u64(end_lsn)),
+        self.txn_commit_us = commit_time_micros.saturating_add(PG_EPOCH_US);
+        self.spill_txn().await?;
+        let rows = std::mem::take(&mut self.txn_rows);
+        match &mut self.batch {
+            Some(batch) => {
+                if rows > 0 {
+                    batch.rows += rows;
+                    batch.last_commit_us = self.txn_commit_us;
+                }
+                batch.extract.advance_lsn(end_lsn)?;
             }
+            // Nothing waits to be committed and this transaction had nothing for the table.
+            None => client.update_applied_lsn(Lsn::from_u64(end_lsn)),
+        }
+        Ok(())
+    }
+
+    /// Writes the current transaction's changes received so far into the batch.
+    async fn spill_txn(&mut self) -> Result<(), PgError> {
+        if self.txn_skip || self.txn.is_empty() {
+            self.txn.clear();
             return Ok(());
         }
+        let changes = std::mem::take(&mut self.txn);
         let Some(columns) = self.columns.clone() else {
             return Err(self
                 .setup
@@ -973,21 +1021,24 @@ impl Stream<'_> {
                 schema: schema.clone(),
                 started: Instant::now(),
                 rows: 0,
-                first_commit_us: commit_time_micros.saturating_add(PG_EPOCH_US),
-                last_commit_us: 0,
+                first_commit_us: self.txn_commit_us,
+                last_commit_us: self.txn_commit_us,
             });
         }
-        let commit_us = commit_time_micros.saturating_add(PG_EPOCH_US);
         let Some(batch) = self.batch.as_mut() else {
             return Ok(());
         };
         for chunk in changes.chunks(FETCH_ROWS as usize) {
-            let rows = decode_changes(&self.setup.ctx, &columns, &schema, chunk, commit_us)?;
+            let rows = decode_changes(
+                &self.setup.ctx,
+                &columns,
+                &schema,
+                chunk,
+                self.txn_commit_us,
+            )?;
             batch.extract.push(rows).await?;
         }
-        batch.rows += changes.len() as u64;
-        batch.last_commit_us = commit_us;
-        batch.extract.advance_lsn(end_lsn)?;
+        self.txn_rows += changes.len() as u64;
         Ok(())
     }
 
