@@ -19,6 +19,8 @@ Usage: python3 tests/cdc.py MEDALLION_BIN [--keep DIR] [--kills N]
                (N kills, default 12), restarted each time; then bronze holds every change exactly
                once (no (lsn, key, op) twice, counts equal the writer's) and silver equals the
                table: nothing was acknowledged to the slot before it was committed.
+  watch        `run --watch` over a cdc table: a stock change committed in PostgreSQL becomes
+               one alert line (a second change that keeps it low, none); silver equals the table.
   faults       the server restarts under `extract --follow`: it resumes by itself, nothing lost;
                a missing publication and a dropped slot are errors naming them; a truncate is an
                error naming the table; a wrong password is refused without being printed.
@@ -305,6 +307,7 @@ def run_checks(rep, pg, bin_, work, kills):
 
     reference_checks(rep, bin_, work)
     exactly_once(rep, pg, bin_, work, lake, spec, env, kills)
+    watched(rep, pg, bin_, work, env)
     faults(rep, pg, bin_, work, lake, spec, env)
 
 
@@ -436,6 +439,79 @@ def exactly_once(rep, pg, bin_, work, lake, spec, env, kills):
     rec, pos = recorded_lsn(lake, "orders_cdc", "medallion_orders_cdc"), slot_position(pg, "medallion_orders_cdc")
     rep.check(rec is not None and pos is not None and pos >= rec,
               "exactly once: the slot's position reached what bronze recorded", f"recorded {rec}, slot {pos}")
+
+
+WATCH_SPEC = """[pipeline]
+name = "stock"
+
+[sources.shop]
+kind = "postgres"
+url = "env:SHOP_DATABASE_URL"
+
+[bronze.stock_cdc]
+source = "shop"
+table = "shop.inventory"
+mode = "cdc"
+create_slot = true
+
+[silver.stock]
+sql = "SELECT product_id, warehouse, qty, _op, _lsn FROM stock_cdc"
+apply_changes = { keys = ["product_id", "warehouse"], sequence_by = "_lsn", delete_when = "_op = 'D'", except_columns = ["_op", "_lsn"] }
+
+[gold.low_stock]
+sql = "SELECT product_id, warehouse, qty FROM stock WHERE qty < 10"
+alert = { key = ["product_id", "warehouse"] }
+"""
+
+
+def watched(rep, pg, bin_, work, env):
+    """`run --watch` with a cdc source: a stock change in PostgreSQL becomes one alert."""
+    spec = work / "watch.toml"
+    spec.write_text(WATCH_SPEC)
+    lake, alerts = work / "lake-watch", work / "alerts.ndjson"
+    p = subprocess.Popen([str(bin_), "run", str(spec), "--lake", str(lake), "--watch", "--trigger-interval",
+                          "200ms", "--alerts", str(alerts), "--json"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **env})
+
+    def alert_lines():
+        return [json.loads(line) for line in alerts.read_text().splitlines()] if alerts.exists() else []
+
+    def wait_for(cond, seconds):
+        deadline = time.time() + seconds
+        while time.time() < deadline:
+            if cond():
+                return True
+            time.sleep(0.02)
+        return False
+
+    try:
+        started = wait_for(lambda: (lake / "gold" / "low_stock" / "_delta_log").exists(), 60)
+        rep.check(started, "watch: run --watch with a cdc source builds gold")
+        before = len(alert_lines())
+        with psycopg.connect(pg.dsn(), autocommit=True) as c:
+            c.execute("UPDATE shop.inventory SET qty = 3 WHERE product_id = 5 AND warehouse = 'north'")
+            committed = time.time()
+        got = wait_for(lambda: any(a["key"] == {"product_id": 5, "warehouse": "north"}
+                                   for a in alert_lines()[before:]), 10)
+        latency = time.time() - committed
+        rep.check(got, "watch: a stock change below the threshold in PostgreSQL becomes an alert",
+                  f"{latency * 1000:.0f} ms from the PostgreSQL commit to the alert line")
+        with psycopg.connect(pg.dsn(), autocommit=True) as c:
+            c.execute("UPDATE shop.inventory SET qty = 2 WHERE product_id = 5 AND warehouse = 'north'")
+        time.sleep(2.0)
+        mine = [a for a in alert_lines()[before:] if a["key"] == {"product_id": 5, "warehouse": "north"}]
+        rep.check(len(mine) == 1, "watch: a second change that keeps it low raises no second alert",
+                  f"{len(mine)} alert(s) for the key")
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.communicate()
+    got, _ = delta_rows(lake / "silver" / "stock", INV_COLS)
+    want = pg_table(pg, "shop.inventory", INV_COLS)
+    rep.check(got == want, "watch: silver equals the table when the watcher stops", first_difference(got, want))
 
 
 def faults(rep, pg, bin_, work, lake, spec, env):
