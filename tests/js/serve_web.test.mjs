@@ -3,7 +3,7 @@
 // Chromium (the npm package reading the lake from the same server), and a watched pipeline's
 // alerts as Server-Sent Events and its last batch at /api/report.
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import os from 'node:os';
@@ -314,6 +314,275 @@ test('serve --run --watch: a dropped file becomes an SSE alert and /api/report s
   } finally {
     controller.abort();
     await live.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+// ── The dashboard's filters, history, pipeline health and live alerts ────────────────────────
+
+/** Chromium with a page that records errors; 404s of Delta log probes are answers, as above. */
+async function dashboardPage(browser, viewport = { width: 1280, height: 900 }) {
+  const page = await browser.newPage({ viewport });
+  const problems = [];
+  page.on('pageerror', (e) => problems.push(e.message));
+  page.on('console', (m) => {
+    if (m.type() !== 'error') return;
+    const url = m.location()?.url ?? '';
+    if (/status of 404/.test(m.text()) && /\/lake\/gold\/[a-z_]+\/_delta_log\//.test(url)) return;
+    problems.push(`${m.text()} ${url}`);
+  });
+  return { page, problems };
+}
+
+const GOLD = ['sales_by_region_day', 'customer_segments', 'low_stock_alerts'];
+
+/** What each panel shows, from the data-* attributes the page puts on its numbers. */
+async function shownPanels(page) {
+  return page.evaluate(() => {
+    const all = (sel, f) => [...document.querySelectorAll(sel)].map(f);
+    return {
+      kpis: Object.fromEntries(all('[data-kpi]', (e) => [e.dataset.kpi, Number(e.dataset.value)])),
+      regions: all('#region-chart rect[data-region]', (e) => ({ region: e.dataset.region, revenue: Number(e.dataset.value) })),
+      days: all('#day-chart circle[data-day]', (e) => ({ day: e.dataset.day, revenue: Number(e.dataset.value) })),
+      segments: all('#segments tbody tr[data-segment]', (e) => ({ segment: e.dataset.segment, customers: Number(e.dataset.customers), monetary: Number(e.dataset.monetary) })),
+      alerts: all('#alerts tbody tr', (e) => ({ product_id: Number(e.dataset.product), warehouse: e.dataset.warehouse, shortfall: Number(e.dataset.shortfall) })),
+      ignores: Object.fromEntries(all('.applies', (e) => [e.dataset.panel ?? e.closest('[data-panel]').dataset.panel, e.dataset.ignores ?? ''])),
+    };
+  });
+}
+
+/**
+ * The native CLI's answers for the same panels: `f` as the page's filters (dates as
+ * [from, to] or null), `versions` per gold table (or none: the latest).
+ */
+function nativePanels(lake, f, versions = {}) {
+  const tables = GOLD.map((t) => [t, `${lake}/gold/${t}${versions[t] === undefined ? '' : `@${versions[t]}`}`, 'delta']);
+  const q = (sql) => nativeRows({ tables, sql });
+  const and = (...terms) => (terms.filter(Boolean).length ? `WHERE ${terms.filter(Boolean).join(' AND ')}` : '');
+  const dates = f.dates ? `day BETWEEN DATE '${f.dates[0]}' AND DATE '${f.dates[1]}'` : '';
+  const region = f.region ? `region = '${f.region}'` : '';
+  const category = f.category ? `category = '${f.category}'` : '';
+  const [totals] = q(`SELECT round(sum(revenue), 2) AS revenue, sum(orders) AS orders, sum(units) AS units,
+    (SELECT count(*) FROM customer_segments ${and(region)}) AS customers,
+    (SELECT count(*) FROM low_stock_alerts ${and(category)}) AS alerts
+    FROM sales_by_region_day ${and(dates, region)}`);
+  return {
+    kpis: totals,
+    regions: q(`SELECT region, round(sum(revenue), 2) AS revenue FROM sales_by_region_day ${and(dates)} GROUP BY region ORDER BY region`),
+    days: q(`SELECT CAST(day AS VARCHAR) AS day, round(sum(revenue), 2) AS revenue FROM sales_by_region_day ${and(dates, region)} GROUP BY day ORDER BY day`),
+    segments: q(`SELECT segment, count(*) AS customers, round(sum(monetary), 2) AS monetary FROM customer_segments ${and(region)} GROUP BY segment ORDER BY segment`),
+    alerts: q(`SELECT product_id, warehouse, shortfall FROM low_stock_alerts ${and(category)} ORDER BY shortfall DESC, product_id, warehouse`),
+  };
+}
+
+async function checkPanels(page, lake, f, versions, what) {
+  const shown = await shownPanels(page);
+  const want = nativePanels(lake, f, versions);
+  const byKey = (k) => (a, b) => String(a[k]).localeCompare(String(b[k]));
+  assert.deepEqual(shown.kpis, want.kpis, `${what}: KPIs`);
+  assert.deepEqual(shown.regions.sort(byKey('region')), want.regions, `${what}: revenue by region`);
+  assert.deepEqual(shown.days, want.days, `${what}: revenue by day`);
+  assert.deepEqual(shown.segments.sort(byKey('segment')), want.segments, `${what}: segments`);
+  assert.deepEqual(shown.alerts, want.alerts, `${what}: low-stock alerts`);
+  return shown;
+}
+
+/** Sets the filter controls, one change at a time as a user would, and waits for the panels. */
+async function filter(page, values) {
+  for (const [id, value] of Object.entries(values)) {
+    await page.selectOption(`#${id}`, value);
+    await page.waitForSelector(`body[data-state="ready"] #${id}:not([disabled])`, { timeout: 30000 });
+  }
+  assert.equal(await page.isVisible('#error'), false, await page.textContent('#error'));
+}
+
+test('dashboard: every panel, filter and version of the gold tables equals native SQL (served)', async () => {
+  // A lake with two versions of every gold table: the demo, then one more day.
+  const root = path.join(path.dirname(fx.lake), 'dashboard-history');
+  fs.rmSync(root, { recursive: true, force: true });
+  const demo = (...more) => execFileSync(nativeBin(),
+    ['demo', '--dir', `${root}/retail`, '--lake', `${root}/lake`, '--scale', '0.2', '--engine', 'native', ...more], { stdio: 'pipe' });
+  demo();
+  demo('--more');
+  const lake = `${root}/lake`;
+  const served = await startServe(lake);
+  const browser = await launchChromium();
+  try {
+    const { page, problems } = await dashboardPage(browser);
+    await page.goto(`${served.base}/`);
+    await page.waitForSelector('body:not([data-state="loading"])', { timeout: 60000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'ready', await page.textContent('#error'));
+    // Opened without ?live on a server without a pipeline: health says so and asks nothing.
+    assert.equal(await page.getAttribute('#health', 'data-live'), 'off');
+    assert.match(await page.textContent('#health-status'), /Not available\..*medallion serve --run PIPELINE\.toml --watch/);
+
+    const first = await checkPanels(page, lake, {}, {}, 'no filter');
+    assert.deepEqual(Object.values(first.ignores).filter(Boolean), [], 'no filter, no note');
+    const days = first.days.map((d) => d.day);
+    assert.ok(days.length >= 4, `days ${days}`);
+    const [{ category }] = nativeRows({ tables: [['a', `${lake}/gold/low_stock_alerts`, 'delta']], sql: 'SELECT category, count(*) AS n FROM a GROUP BY category ORDER BY n DESC, category LIMIT 1' });
+
+    await filter(page, { region: 'East' });
+    let shown = await checkPanels(page, lake, { region: 'East' }, {}, 'region East');
+    assert.equal(await page.locator('#region-chart .bar.selected rect[data-region="East"]').count(), 1);
+    assert.equal(shown.ignores.alerts, 'region');
+    assert.equal(shown.ignores.kpis, 'region');
+
+    await filter(page, { from: days[1], to: days[2] });
+    shown = await checkPanels(page, lake, { region: 'East', dates: [days[1], days[2]] }, {}, 'East, two days');
+    assert.equal(shown.ignores.segments, 'dates');
+    assert.equal(shown.ignores.alerts, 'dates region');
+    assert.equal(shown.ignores.day, '');
+
+    await filter(page, { category });
+    shown = await checkPanels(page, lake, { region: 'East', dates: [days[1], days[2]], category }, {}, `East, two days, ${category}`);
+    assert.ok(shown.alerts.length >= 1, `alerts in ${category}`);
+    assert.equal(shown.ignores.day, 'category');
+    assert.equal(shown.ignores.segments, 'category dates');
+    assert.equal(shown.ignores.alerts, 'dates region');
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-filtered.png'), fullPage: true });
+
+    await page.click('#reset');
+    await page.waitForSelector('body[data-state="ready"] #reset:not([disabled])', { timeout: 30000 });
+    await checkPanels(page, lake, {}, {}, 'filters cleared');
+
+    // History: two points in time; the older one is version 0 of every gold table.
+    await page.click('#history summary');
+    await page.waitForSelector('#as-of:not([disabled]) option:nth-child(2)', { state: 'attached', timeout: 30000 });
+    const options = await page.$$eval('#as-of option', (os) => os.map((o) => o.value));
+    assert.deepEqual(options, ['', '1']);
+    assert.equal(await page.locator('#versions tbody tr').count(), GOLD.length * 2);
+    await filter(page, { 'as-of': '1' });
+    const v0 = Object.fromEntries(GOLD.map((t) => [t, 0]));
+    assert.deepEqual(JSON.parse(await page.getAttribute('body', 'data-versions')), v0);
+    assert.match(await page.textContent('#as-of-badge'), /^as of /);
+    const old = await checkPanels(page, lake, {}, v0, 'version 0');
+    assert.ok(old.days.length < days.length, 'version 0 has fewer days');
+    await filter(page, { region: 'West', category });
+    await checkPanels(page, lake, { region: 'West', category }, v0, `version 0, West, ${category}`);
+    await filter(page, { 'as-of': '' });
+    await checkPanels(page, lake, { region: 'West', category }, {}, `latest, West, ${category}`);
+    await filter(page, { region: '', category: '' });
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-desktop.png'), fullPage: true });
+
+    // A phone: nothing scrolls sideways, the numbers stay the same.
+    await page.setViewportSize({ width: 375, height: 812 });
+    await page.waitForFunction(() => document.querySelector('#day-chart svg').viewBox.baseVal.width < 375);
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-phone.png'), fullPage: true });
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+    assert.ok(overflow <= 0, `the page scrolls sideways by ${overflow}px at 375px`);
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+    await served.stop();
+  }
+});
+
+const HEALTH_SPEC = SPEC.replace('[silver.inventory]\n', '[silver.inventory]\nexpect = [{ name = "counted", condition = "qty >= 0", on_violation = "drop" }]\n');
+
+test('dashboard ?live: pipeline health equals /api/report, a committed alert shows within a second', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'medallion-dashboard-live-'));
+  const lake = path.join(root, 'lake');
+  // The demo's gold tables for the panels, and a watched pipeline beside them in the same lake.
+  fs.mkdirSync(path.join(lake, 'gold'), { recursive: true });
+  for (const t of GOLD) fs.cpSync(path.join(fx.lake, 'gold', t), path.join(lake, 'gold', t), { recursive: true });
+  fs.writeFileSync(path.join(root, 'pipeline.toml'), HEALTH_SPEC);
+  assert.notEqual(HEALTH_SPEC, SPEC);
+  fs.writeFileSync(path.join(root, 'products.csv'), 'product_id,name,reorder_level\n1,tea,10\n2,milk,20\n');
+  fs.mkdirSync(path.join(root, 'inventory'));
+  fs.writeFileSync(path.join(root, 'inventory/0001.csv'), 'seq,product_id,warehouse,qty\n1,1,east,50\n2,2,east,50\n3,1,west,-1\n');
+  const live = await startServe(lake, '--run', path.join(root, 'pipeline.toml'), '--watch', '--trigger-interval', '200ms');
+  const browser = await launchChromium();
+  try {
+    // After the first run: before it the server answers 503, which a browser logs as an error.
+    await until('the first run\'s report', async () => (await fetch(`${live.base}/api/report`)).status === 200, 60000);
+    const { page, problems } = await dashboardPage(browser);
+    await page.goto(`${live.base}/?live`);
+    await page.waitForSelector('body:not([data-state="loading"])', { timeout: 60000 });
+    assert.equal(await page.getAttribute('body', 'data-state'), 'ready', await page.textContent('#error'));
+    await page.waitForSelector('#health[data-live="on"]', { timeout: 10000 });
+    await page.waitForFunction(() => /Connected/.test(document.getElementById('live-status').textContent), null, { timeout: 10000 });
+
+    const checkHealth = async () => {
+      const { report } = await (await fetch(`${live.base}/api/report`)).json();
+      await page.waitForFunction((id) => document.getElementById('health').dataset.runId === id, report.run_id, { timeout: 10000 });
+      const rows = await page.$$eval('#health-table tbody tr', (trs) => trs.map((tr) => ({ ...tr.dataset })));
+      const want = report.tables.map((t) => {
+        const committed = t.version === null ? '' : String(JSON.parse(fs.readFileSync(
+          path.join(lake, t.layer, t.table, '_delta_log', `${String(t.version).padStart(20, '0')}.json`), 'utf8').split('\n')[0]).commitInfo.timestamp);
+        return {
+          table: t.table, version: t.version === null ? '' : String(t.version), rows: String(t.rows_out),
+          dropped: String(t.dropped), quarantined: String(t.quarantined), committed,
+          failing: t.expectations.filter((e) => e.violations > 0).map((e) => e.name).join(' '),
+        };
+      });
+      assert.deepEqual(rows, want);
+      return report;
+    };
+    const report = await checkHealth();
+    const inventory = report.tables.find((t) => t.table === 'inventory');
+    assert.equal(inventory.dropped, 1);
+    assert.equal(await page.getAttribute('#health-table tr[data-table="inventory"]', 'data-failing'), 'counted');
+
+    // Two drops, two alerts: the newest is listed first, each within a second of its commit.
+    for (const [n, qty] of [[2, 4], [3, 7]]) {
+      const tmp = path.join(root, 'drop.csv');
+      fs.writeFileSync(tmp, `seq,product_id,warehouse,qty\n${n + 2},${n - 1},north,${qty}\n`);
+      fs.renameSync(tmp, path.join(root, `inventory/000${n}.csv`));
+      const li = await page.waitForSelector(`#live-alerts li[data-key='{"product_id":${n - 1},"warehouse":"north"}']`, { timeout: 20000 });
+      const { shown, at } = await li.evaluate((e) => ({ shown: Number(e.dataset.shown), at: e.querySelector('time').getAttribute('datetime') }));
+      const latency = shown - Date.parse(at);
+      assert.ok(latency >= 0 && latency <= 1000, `alert shown ${latency} ms after its commit at ${at}`);
+      console.log(`# alert ${n - 1}: shown ${latency} ms after its commit`);
+    }
+    const keys = await page.$$eval('#live-alerts li', (lis) => lis.map((li) => JSON.parse(li.dataset.key)));
+    assert.deepEqual(keys, [{ product_id: 2, warehouse: 'north' }, { product_id: 1, warehouse: 'north' }]);
+    await until('the batch in the health panel', async () => {
+      const r = await (await fetch(`${live.base}/api/report`)).json();
+      return r.batch && r.batch.files >= 1;
+    });
+    await checkHealth();
+    await page.screenshot({ path: path.join(SHOTS, 'dashboard-live.png'), fullPage: true });
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+    await live.stop();
+    fs.rmSync(root, { recursive: true, force: true });
+  }
+});
+
+test('dashboard ?live: a commit of the gold tables by the watched pipeline redraws the panels', async () => {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'medallion-dashboard-refresh-'));
+  fs.cpSync(fx.dir, path.join(root, 'retail'), { recursive: true });
+  fs.cpSync(fx.lake, path.join(root, 'lake'), { recursive: true });
+  const lake = path.join(root, 'lake');
+  const served = await startServe(lake, '--run', path.join(root, 'retail/pipeline.toml'), '--watch', '--trigger-interval', '200ms');
+  const browser = await launchChromium();
+  try {
+    await until('the first run\'s report', async () => (await fetch(`${served.base}/api/report`)).status === 200, 60000);
+    const { page, problems } = await dashboardPage(browser);
+    await page.goto(`${served.base}/?live`);
+    await page.waitForSelector('body[data-state="ready"]', { timeout: 60000 });
+    await page.waitForSelector('#health[data-live="on"]', { timeout: 10000 });
+    const before = await checkPanels(page, lake, {}, {}, 'before the commit');
+
+    // One more line of order 1: three more units in its region and day.
+    const tmp = path.join(root, 'items.ndjson');
+    fs.writeFileSync(tmp, '{"order_id":1,"line_no":9,"product_id":1,"quantity":3,"unit_price":39.99}\n');
+    fs.renameSync(tmp, path.join(root, 'retail/data/order_items/order_items-0099.ndjson'));
+    await page.waitForFunction(() => document.getElementById('new-data').dataset.versions, null, { timeout: 30000 });
+    await page.waitForFunction(() => document.getElementById('io').textContent.startsWith('New versions'), null, { timeout: 30000 });
+    const committed = JSON.parse(await page.getAttribute('#new-data', 'data-versions'));
+    const { report } = await (await fetch(`${served.base}/api/report`)).json();
+    assert.deepEqual(committed, Object.fromEntries(report.tables
+      .filter((t) => GOLD.includes(t.table) && t.version !== null).map((t) => [t.table, t.version])));
+    assert.ok(committed.sales_by_region_day >= 1, JSON.stringify(committed));
+    const after = await checkPanels(page, lake, {}, {}, 'after the commit');
+    assert.equal(after.kpis.units, before.kpis.units + 3);
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+    await served.stop();
     fs.rmSync(root, { recursive: true, force: true });
   }
 });

@@ -228,7 +228,7 @@ enum Command {
         medallion serve --lake lake\n  \
         psql -h 127.0.0.1 -p 5433 -c 'SELECT * FROM gold.sales_by_region_day LIMIT 5'\n  \
         JDBC: jdbc:postgresql://127.0.0.1:5433/lake   (DBeaver, Metabase, Tableau: PostgreSQL, port 5433)\n  \
-        medallion serve --lake lake --run pipeline.toml --watch   then open http://127.0.0.1:8080/"
+        medallion serve --lake lake --run pipeline.toml --watch   then open http://127.0.0.1:8080/?live"
     )]
     Serve {
         /// The lake to serve (a folder or s3://bucket/prefix).
