@@ -192,7 +192,11 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
         let base = format!("http://{addr}");
         // `?live`: the page then follows the pipeline's report and alerts (without a pipeline
         // those answer 404, which a browser logs as an error).
-        let page = if opts.live.report.is_some() { "?live" } else { "" };
+        let page = if opts.live.report.is_some() {
+            "?live"
+        } else {
+            ""
+        };
         let dashboard = match site.dashboard_problem() {
             None => format!("dashboard {base}/{page}"),
             Some(problem) => format!("no dashboard: {problem}"),
