@@ -1,6 +1,6 @@
 """`medallion serve` gives real PostgreSQL clients the answers `medallion query` gives.
 
-Usage: python3 tests/serve.py MEDALLION_BIN [--scale 0.3] [--engine native] [--load-seconds 10]
+Usage: python3 tests/serve.py MEDALLION_BIN [--scale 0.3] [--engine native] [--load-seconds 30]
                               [--keep DIR]
 
 Builds the retail demo lake (`medallion demo --scale 0.3`), serves it with `medallion serve` on a
@@ -33,7 +33,7 @@ come back with its zone, a timestamp without one).
   freshness  new source data (`demo --more` into a scratch lake), then `medallion run` into the
              served lake while two connections keep counting: every count is the old or the new
              one, and the first query after the run equals `medallion query`.
-  load       20 connections running dashboard queries for --load-seconds: no errors, every
+  load       50 connections running dashboard queries for --load-seconds: no errors, every
              answer right; latency p50/p99 and the server's RSS before and after.
   auth       --bind 0.0.0.0 without a password exits non-zero naming the password; with
              --password-file on 127.0.0.1 the right password (user medallion) is let in, a wrong
@@ -96,7 +96,8 @@ REFRESH_PROMISE = 2.0   # seconds `serve --help` promises for a new table to app
 REFRESH_SLACK = 1.0     # for a busy machine
 CLIENT_TIMEOUT = 60     # seconds for one psql/java/isql run
 WATCHDOG_SECONDS = 300  # the whole test; a hung server must not hang CI
-LOAD_CONNECTIONS = 20
+LOAD_CONNECTIONS = 50
+LOAD_PEAK_RSS_MIB = 1024  # the server's peak RSS under load must stay below this
 MAX_CONNECTIONS = 3
 SMALL_MEMORY = "4MiB"
 # Needs ~10 MB for its hash table, whatever the lake holds.
@@ -1140,6 +1141,9 @@ def stage_load(c, seconds):
               "no errors, every answer right",
               "; ".join((errors + wrong)[:4]) + (" — " if errors or wrong else "") + summary)
     print(f"     load: {summary}", flush=True)
+    peak = after.get("VmHWM", 0) / 1024
+    rep.check(0 < peak < LOAD_PEAK_RSS_MIB, f"[load] the server's memory stays bounded under load "
+              f"(peak RSS below {LOAD_PEAK_RSS_MIB} MiB)", f"peak {peak:.0f} MiB")
 
 
 def stage_auth(c):
@@ -1306,7 +1310,7 @@ def main():
     ap.add_argument("--scale", default="0.3", help="the demo's --scale (default 0.3)")
     ap.add_argument("--engine", default="native", choices=["native", "guest"],
                     help="engine of demo, run and query (default native)")
-    ap.add_argument("--load-seconds", type=float, default=10.0)
+    ap.add_argument("--load-seconds", type=float, default=30.0)
     ap.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
     args = ap.parse_args()
     binary = os.path.abspath(args.binary)
