@@ -5,7 +5,7 @@
 //! [`INPUTS_KEY`]) and a hash of its definition ([`DEFINITION_KEY`]). When exactly one input
 //! moved since, only by appending files, and the table's SQL produces each output row from one
 //! row of that input ([`per_row_over`]: projections, filters, inner/outer joins that keep that
-//! input's side, unions), the new output rows are the SQL over the new files alone. Then:
+//! input's side, unions whose every branch reads it), the new output rows are the SQL over the new files alone. Then:
 //! - a table without `dedupe` or `apply_changes` appends them;
 //! - a `dedupe` table merges them by key: only its files holding one of their keys are
 //!   rewritten (deduplicated with them), the other files stay;
@@ -45,7 +45,12 @@ pub fn per_row_over(plan: &LogicalPlan, table: &str) -> bool {
             plan.inputs().iter().all(|i| per_row_over(i, table))
         }
         LogicalPlan::Sort(s) => s.fetch.is_none() && per_row_over(&s.input, table),
-        LogicalPlan::Union(u) => u.inputs.iter().all(|i| per_row_over(i, table)),
+        // Every branch must read the table: a branch that does not would give all of its
+        // rows again with each batch.
+        LogicalPlan::Union(u) => u
+            .inputs
+            .iter()
+            .all(|i| mentions(i, table) && per_row_over(i, table)),
         LogicalPlan::Join(j) => {
             let (left, right) = (mentions(&j.left, table), mentions(&j.right, table));
             match (left, right) {
@@ -133,7 +138,8 @@ mod tests {
                     "SELECT r.id FROM raw r JOIN dim d ON r.id = d.id ORDER BY r.id",
                     true,
                 ),
-                ("SELECT id FROM raw UNION ALL SELECT id FROM dim", true),
+                ("SELECT id FROM raw UNION ALL SELECT id FROM raw WHERE v > 1", true),
+                ("SELECT id FROM raw UNION ALL SELECT id FROM dim", false),
                 (
                     "SELECT r.id, d.v FROM dim d LEFT JOIN raw r ON r.id = d.id",
                     false,
