@@ -4,6 +4,7 @@
 //
 //   node tests/bench/browser.mjs [--sf 1] [--latencies 0,20] [--queries count,point,q6,q1]
 //                                [--engines medallion,duckdb-wasm] [--repeat 1] [--timeout-s 300]
+//                                [--medallion-options JSON]
 //
 // What one run does, per latency: start tests/rangeserve.py on the repository root with
 // `--latency-ms L --no-store` (a sleep before answering each request, and no browser caching, so
@@ -14,7 +15,9 @@
 // (`warm`, table already registered), read the counters. Times are performance.now() in the page.
 // Every answer is reduced to a check number (Q1 Σ sum_charge, Q6 Σ revenue, point
 // Σ l_extendedprice, count the count) and compared with native DuckDB over the local file
-// (relative 1e-6, same row count): `ok`. `ratio` = Medallion cold / DuckDB-WASM cold (target for
+// (relative 1e-6, same row count): `ok`. `--medallion-options` is passed to Medallion.create()
+// (e.g. '{"cacheBytes":0,"footerHint":524288}' measures without the range cache, with the old
+// footer read). `ratio` = Medallion cold / DuckDB-WASM cold (target for
 // Q1 and Q6: <= 0.15). Medallion's start-up (fetch + compile + instantiate of its module) is also
 // measured in a page of its own, taken apart, and the module's raw and gzipped size is printed.
 //
@@ -78,7 +81,7 @@ const HELP = fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
   .map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
 
 function parseOptions(argv) {
-  const o = { sf: '1', latencies: '0,20', queries: 'count,point,q6,q1', engines: 'medallion,duckdb-wasm', repeat: '1', 'timeout-s': '300' };
+  const o = { sf: '1', latencies: '0,20', queries: 'count,point,q6,q1', engines: 'medallion,duckdb-wasm', repeat: '1', 'timeout-s': '300', 'medallion-options': '{}' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--help' || a === '-h') {
@@ -99,6 +102,13 @@ function parseOptions(argv) {
     engines: list(o.engines),
     repeat: Number(o.repeat),
     timeoutMs: Number(o['timeout-s']) * 1000,
+    medallionOptions: (() => {
+      try {
+        return JSON.parse(o['medallion-options']);
+      } catch (e) {
+        return usage(`bad --medallion-options: ${e.message}`);
+      }
+    })(),
   };
   if (opts.latencies.some((l) => !(l >= 0))) usage(`bad --latencies ${o.latencies}`);
   for (const q of opts.queries) if (!QUERIES[q]) usage(`unknown query ${q} (one of ${Object.keys(QUERIES).join(', ')})`);
@@ -231,7 +241,7 @@ async function openPage(browser, server, engine) {
 }
 
 /** One cold + warm measurement of `queryId` on `engine`, in a fresh browser context. */
-async function measure(browser, server, engine, queryId, data, timeoutMs) {
+async function measure(browser, server, engine, queryId, data, timeoutMs, createOptions) {
   // DuckDB-WASM reads the file it registered as 'lineitem.parquet'; Medallion the table 'lineitem'.
   const sql = engine === 'duckdb-wasm'
     ? QUERIES[queryId].replace('FROM lineitem', "FROM read_parquet('lineitem.parquet') AS lineitem")
@@ -240,7 +250,7 @@ async function measure(browser, server, engine, queryId, data, timeoutMs) {
   const row = { engine, query: queryId };
   const { context, page, pageErrors } = await openPage(browser, server, engine);
   try {
-    const init = await withTimeout(page.evaluate(() => window.bench.init()), 120000, `${engine} init`);
+    const init = await withTimeout(page.evaluate((o) => window.bench.init(o), createOptions), 120000, `${engine} init`);
     Object.assign(row, { init_ms: init.initMs, version: init.version });
     if (init.createMs !== undefined) Object.assign(row, { import_ms: init.importMs, create_ms: init.createMs });
     row.init_io = await takeIo(server);
@@ -376,7 +386,7 @@ async function main() {
           for (const queryId of opts.queries) {
             const runs = [];
             for (let i = 0; i < opts.repeat; i++) {
-              const r = await measure(browser, server, engine, queryId, data, opts.timeoutMs);
+              const r = await measure(browser, server, engine, queryId, data, opts.timeoutMs, opts.medallionOptions);
               runs.push(r);
               log(`  ${latency}ms ${engine} ${queryId}: ${r.error ? `ERROR ${r.error}` : `init ${fmtMs(r.init_ms)} ms, cold ${fmtMs(r.cold_ms)} ms, warm ${fmtMs(r.warm_ms)} ms, ${r.cold_io.requests} req, ${fmtMB(r.cold_io.bytes)} MB`}` +
                 (r.cold_overlap ? ` (cold: at most ${r.cold_overlap.peakInFlight} in flight, network busy ${fmtMs(r.cold_overlap.networkBusyMs)} ms)` : ''));
@@ -416,6 +426,7 @@ async function main() {
   console.log(`\nTPC-H SF${opts.sf} lineitem over HTTP (${(data.size / 1e6).toFixed(1)} MB), headless Chromium ${versions.chromium}, ` +
     `fresh context per engine x query${opts.repeat > 1 ? `, medians of ${opts.repeat}` : ''}; cold = register + query, ` +
     'requests/MB = cold run (server-side); ratio = medallion cold / duckdb-wasm cold\n');
+  if (Object.keys(opts.medallionOptions).length) console.log(`Medallion.create(${JSON.stringify(opts.medallionOptions)})\n`);
   console.log(renderTable(results));
   if (targets.length) {
     console.log(`\ntarget: medallion cold <= ${TARGET_RATIO}x duckdb-wasm cold on ${TARGET_QUERIES.join(', ')}`);
@@ -433,7 +444,7 @@ async function main() {
   const record = {
     meta: {
       benchmark: 'browser', started: new Date(started).toISOString(), total_s: (Date.now() - started) / 1000,
-      sf: Number(opts.sf), latencies_ms: opts.latencies, repeat: opts.repeat, engines: opts.engines,
+      sf: Number(opts.sf), latencies_ms: opts.latencies, repeat: opts.repeat, engines: opts.engines, medallion_options: opts.medallionOptions,
       queries: Object.fromEntries(opts.queries.map((q) => [q, QUERIES[q]])),
       file: { path: data.file, size: data.size }, native_checks: native.checks, versions, module_size: size, module_rebuilt_during_run: !!rebuilt,
       host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, mem_gb: Math.round(os.totalmem() / 2 ** 30), loadavg_start: loadavgAtStart, loadavg_end: os.loadavg() },

@@ -40,7 +40,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(HERE))
-from remote_parquet import QUERIES, duck_connect, lineitem_file  # noqa: E402
+from remote_parquet import QUERIES, duck_connect, ensure_packages, lineitem_file  # noqa: E402
 
 
 def log(msg):
@@ -162,6 +162,9 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], choices=["retail", "tpch", "start"])
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
+    # DuckDB's tpch extension (the SF1 data) and pyarrow come as wheels that the venv of
+    # tests/run.sh does not hold; without them the first LOAD fails deep inside duck_connect.
+    ensure_packages()
     bin_ = medallion_bin(args)
     root = Path(args.data)
     root.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 // What the WebAssembly module is made of: its code and data summed by Rust crate.
 //
-//   node tests/bench/module_size.mjs [WASM] [--top 40]
+//   node tests/bench/module_size.mjs [WASM] [--top 40] [--sizes]
+//
+// First, what users download: the shipped wasm/pkg/medallion_wasm_bg.wasm raw, gzip -9 and
+// brotli (quality 11, large window), as CDNs serve it. `--sizes` stops there (no twiggy needed).
 //
 // WASM defaults to the cargo output that still has its name section,
 // ~/.cache/medallion/target/wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm (wasm-bindgen
@@ -23,6 +26,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import zlib from 'node:zlib';
 
 const STD = new Set(['core', 'alloc', 'std']);
 // Names and other custom sections: in the cargo output, not in what is shipped (wasm-bindgen and
@@ -30,6 +34,7 @@ const STD = new Set(['core', 'alloc', 'std']);
 const CUSTOM = '(custom sections)';
 // Data segments (one .rodata holds every crate's constants), tables and the like.
 const DATA = '(data segments, tables)';
+const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../wasm/pkg/medallion_wasm_bg.wasm');
 const DEFAULT_WASM = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/medallion/target'),
   'wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm');
 
@@ -92,6 +97,19 @@ function printTable(title, rows, total) {
   for (const [k, v] of rows) console.log(`${k.padEnd(w)}  ${mb(v).padStart(7)}  ${pct(v, total).padStart(6)}`);
 }
 
+/** Raw, gzip -9 and brotli sizes of the module as shipped. */
+export function compressedSizes(file) {
+  const bytes = fs.readFileSync(file);
+  const brotli = zlib.brotliCompressSync(bytes, {
+    params: {
+      [zlib.constants.BROTLI_PARAM_QUALITY]: 11,
+      [zlib.constants.BROTLI_PARAM_LGWIN]: 24,
+      [zlib.constants.BROTLI_PARAM_SIZE_HINT]: bytes.length,
+    },
+  });
+  return { raw: bytes.length, gzip: zlib.gzipSync(bytes, { level: 9 }).length, brotli: brotli.length };
+}
+
 function main() {
   const argv = process.argv.slice(2);
   if (argv.includes('--help') || argv.includes('-h')) {
@@ -99,6 +117,14 @@ function main() {
     console.log(lines.slice(0, lines.findIndex((l) => !l.startsWith('//'))).map((l) => l.replace(/^\/\/ ?/, '')).join('\n'));
     return;
   }
+  if (fs.existsSync(SHIPPED)) {
+    const z = compressedSizes(SHIPPED);
+    console.log(`shipped ${path.relative(process.cwd(), SHIPPED)} (${fs.statSync(SHIPPED).mtime.toISOString()}): ` +
+      `${mb(z.raw)} MB raw, ${mb(z.gzip)} MB gzip -9, ${mb(z.brotli)} MB brotli -q 11`);
+  } else {
+    console.log(`no ${SHIPPED}: run \`npm run build\``);
+  }
+  if (argv.includes('--sizes')) return;
   const topIdx = argv.indexOf('--top');
   const topN = topIdx >= 0 ? Number(argv[topIdx + 1]) : 40;
   const wasm = argv.find((a, i) => !a.startsWith('--') && i !== topIdx + 1) ?? DEFAULT_WASM;

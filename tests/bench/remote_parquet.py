@@ -150,6 +150,9 @@ def ensure_packages():
 
 def extension_path(name):
     spec = importlib.util.find_spec(f"duckdb_extension_{name}")
+    if spec is None:
+        raise SystemExit(f"the {name} extension is not installed in {sys.executable}: call "
+                         f"ensure_packages() first, or pip install duckdb-extension-{name}")
     root = spec.submodule_search_locations[0]
     found = glob.glob(os.path.join(root, "extensions", "**", "*.duckdb_extension"), recursive=True)
     if not found:

@@ -29,6 +29,15 @@ test('every query shape gives the native answer', async () => {
   assert.equal(got['count over a Parquet file'].stats.requests, 1);
 });
 
+test('with pushdownFilters every query shape still gives the native answer', async () => {
+  const cases = queryCases(server.base);
+  const got = await runQueryCases(Medallion, cases, { pushdownFilters: true });
+  for (const c of cases) {
+    assert.equal(got[c.name].error, undefined, `${c.name}: ${got[c.name].error}`);
+    assert.deepEqual(got[c.name].rows, nativeRows(c), c.name);
+  }
+});
+
 test('results convert to Arrow IPC that apache-arrow reads', async () => {
   const m = await Medallion.create();
   await m.registerDelta('segments', `${server.base}/tests/js/.work/lake/gold/customer_segments`);

@@ -3,7 +3,10 @@
 export interface CreateOptions {
   /** medallion_wasm_bg.wasm as a compiled module, bytes or URL. Needed in edge workers. */
   wasm?: WebAssembly.Module | BufferSource | URL | string;
-  /** Bytes of the first Parquet footer read, from the end of the file (default 512 KiB). */
+  /**
+   * Bytes of the first Parquet footer read, from the end of the file (default 64 KiB); a larger
+   * footer costs one more request, of exactly the missing bytes.
+   */
   footerHint?: number;
   /** Byte ranges closer than this are fetched as one request (default 16 KiB). */
   coalesceGap?: number;
@@ -19,6 +22,20 @@ export interface CreateOptions {
   retries?: number;
   /** Largest whole body accepted from a server that ignores Range (default 64 MiB). */
   maxFullBody?: number;
+  /**
+   * Bytes of fetched ranges kept in memory for later calls (default 256 MiB; 32 MiB in
+   * Cloudflare Workers, whose isolates have 128 MB; 0 = no cache). A cached range is served
+   * only after the file is confirmed unchanged during the same call (its ETag, or
+   * Last-Modified and size, from the call's first request for it, or one HEAD).
+   */
+  cacheBytes?: number;
+  /**
+   * Late materialisation (default false): a filter's columns are fetched and decoded first, the
+   * others only where rows pass. A point lookup then reads ~the filter column (TPC-H SF1
+   * lineitem in Chromium: 0.3 MB instead of 4.3 MB, warm 17 ms instead of 62 ms); scans pay
+   * twice the requests (Q6 cold 3× slower), hence off unless asked for.
+   */
+  pushdownFilters?: boolean;
   /** Access to an S3(-compatible) bucket, for `s3://bucket/key` tables, sources and lakes. */
   s3?: S3Options;
 }
@@ -88,13 +105,21 @@ export type ProgressEvent =
   | { event: 'committing'; tables: number };
 
 export interface Stats {
-  /** HTTP and S3 requests (and in-memory reads) made. */
+  /** HTTP and S3 requests (and in-memory reads) made, HEADs that revalidate cached files included. */
   requests: number;
   /** Bytes fetched. */
   bytes: number;
   listRequests: number;
   writeRequests: number;
   bytesWritten: number;
+  /** Reads answered from the range cache (not in `requests`). */
+  cacheHits: number;
+  /** Bytes those reads returned instead of fetching them (not in `bytes`). */
+  bytesFromCache: number;
+  /** HEADs sent to confirm that a cached file had not changed (in `requests`). */
+  revalidations: number;
+  /** Bytes the range cache holds now. */
+  cachedBytes: number;
 }
 
 /** The run report, as `medallion run --json` prints it. */

@@ -75,6 +75,8 @@ async function s3Fetch(s3) {
   return async (url, init) => fetch(await client.sign(url, init));
 }
 
+const WORKERS_CACHE_BYTES = 32 * 1024 * 1024;
+
 let generation = 0;
 let glueInUse = false;
 
@@ -199,7 +201,9 @@ export class Medallion {
    * Loads the module and makes an engine. Options (all optional): `wasm` (a
    * WebAssembly.Module, bytes or URL of medallion_wasm_bg.wasm — needed in edge workers),
    * `footerHint`, `coalesceGap`, `maxInFlight`, `prefetchRowGroups`, `batchSize`,
-   * `timeoutMs`, `retries`, `maxFullBody`, and `s3` for `s3://bucket/key` locations:
+   * `timeoutMs`, `retries`, `maxFullBody`, `cacheBytes` (memory for byte ranges reused by
+   * later calls while their file is unchanged; 0 = none), `pushdownFilters` (read a filter's
+   * columns first: for point lookups), and `s3` for `s3://bucket/key` locations:
    * `{ region, endpoint?, pathStyle?, singleWriter? }` with one way to sign —
    * `accessKeyId`, `secretAccessKey`, `sessionToken?` (Node, edge workers), `sign`
    * (browser pages: `async ({ method, url, headers }) => ({ url, headers })`, done by your
@@ -207,6 +211,10 @@ export class Medallion {
    */
   static async create(options = {}) {
     const { wasm, s3, ...engineOptions } = options;
+    // A Cloudflare Workers isolate has 128 MB for everything; the engine's default would not fit.
+    if (engineOptions.cacheBytes === undefined && globalThis.navigator?.userAgent === 'Cloudflare-Workers') {
+      engineOptions.cacheBytes = WORKERS_CACHE_BYTES;
+    }
     let send;
     if (s3 !== undefined) {
       send = await s3Fetch(s3);

@@ -3,6 +3,7 @@
 //! that own what they use (`Rc` clones), so concurrent calls on one engine never trip over a
 //! borrowed `self`.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -24,6 +25,7 @@ use wasm_bindgen_futures::future_to_promise;
 
 use crate::fetch_storage::{FetchSettings, FetchStorage};
 use crate::js_storage::{no_s3, JsStorage};
+use crate::range_cache::{CacheCounts, RangeCache};
 use crate::result::QueryResult;
 use crate::s3_protocol::S3Endpoint;
 use crate::s3_storage::S3Storage;
@@ -40,8 +42,19 @@ struct CreateOptions {
     timeout_ms: Option<u32>,
     retries: Option<u32>,
     max_full_body: Option<u64>,
+    cache_bytes: Option<u64>,
+    pushdown_filters: Option<bool>,
     s3: Option<S3Options>,
 }
+
+/// Bytes of fetched ranges kept for later calls unless `cacheBytes` says otherwise: a few
+/// queries' worth of column chunks of a large table (TPC-H SF1's Q1 reads 54 MB).
+const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
+
+/// The first footer read, unless `footerHint` says otherwise. Smaller than the core's default:
+/// in a browser every byte crosses the user's link, and a footer larger than this costs one
+/// more request, sized exactly from the footer's length (TPC-H SF1 lineitem's is 80 kB).
+const FOOTER_HINT: u64 = 64 * 1024;
 
 /// The `s3` option, less what signs (keys or a `sign` callback stay in JavaScript, which
 /// passes the signing `fetch` to [`Engine::new`]).
@@ -72,11 +85,20 @@ struct PipelineOptions {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct Stats {
+    /// Requests sent (HEADs confirming cached files included; cache hits not).
     requests: u64,
+    /// Bytes received.
     bytes: u64,
     list_requests: u64,
     write_requests: u64,
     bytes_written: u64,
+    /// Reads answered from the range cache, and the bytes they returned.
+    cache_hits: u64,
+    bytes_from_cache: u64,
+    /// HEADs sent to confirm a cached file unchanged (part of `requests`).
+    revalidations: u64,
+    /// Bytes the cache holds now.
+    cached_bytes: u64,
 }
 
 struct Inner {
@@ -85,8 +107,18 @@ struct Inner {
     counting: Arc<dyn Storage>,
     io: Arc<IoStats>,
     /// What `stats()` counts from (`resetStats()` moves it).
-    baseline: std::cell::Cell<IoCounts>,
+    baseline: Cell<IoCounts>,
+    cache: Rc<RangeCache>,
+    cache_baseline: Cell<CacheCounts>,
     engine: EngineOptions,
+}
+
+impl Inner {
+    /// Each call JavaScript makes is one epoch of the range cache: what it serves was confirmed
+    /// unchanged during the call.
+    fn begin_call(&self) {
+        self.cache.begin_call();
+    }
 }
 
 /// A Medallion engine: one DataFusion session, one partition (there are no threads here).
@@ -136,6 +168,8 @@ const CREATE_OPTIONS: &[&str] = &[
     "timeoutMs",
     "retries",
     "maxFullBody",
+    "cacheBytes",
+    "pushdownFilters",
     "s3",
 ];
 const PIPELINE_OPTIONS: &[&str] = &["lake", "base", "files", "runId", "nowMs"];
@@ -178,7 +212,7 @@ impl Engine {
         let o: CreateOptions = options(options_value, CREATE_OPTIONS, "Medallion.create options")?;
         let defaults = ReadSettings::default();
         let reading = ReadSettings {
-            footer_hint: o.footer_hint.unwrap_or(defaults.footer_hint),
+            footer_hint: o.footer_hint.unwrap_or(FOOTER_HINT),
             coalesce_gap: o.coalesce_gap.unwrap_or(defaults.coalesce_gap),
             max_in_flight: o.max_in_flight.unwrap_or(defaults.max_in_flight).max(1),
             prefetch_row_groups: o
@@ -200,6 +234,9 @@ impl Engine {
             max_full_body: o.max_full_body.unwrap_or(fetch_defaults.max_full_body),
             ..fetch_defaults
         };
+        let cache = Rc::new(RangeCache::new(
+            o.cache_bytes.unwrap_or(DEFAULT_CACHE_BYTES),
+        ));
         let s3 =
             match (o.s3, s3_send) {
                 (Some(s3), Some(send)) => Some(S3Storage::new(
@@ -207,22 +244,38 @@ impl Engine {
                     S3Endpoint::new(s3.endpoint, s3.region, s3.path_style),
                     send,
                     s3.single_writer.unwrap_or(false),
+                    cache.clone(),
                 )),
                 (None, None) => None,
                 _ => return Err(js_error(
                     "Medallion.create options: the s3 option and its signing fetch come together",
                 )),
             };
-        let storage = Arc::new(JsStorage::new(FetchStorage::new(settings), s3));
+        let storage = Arc::new(JsStorage::new(
+            FetchStorage::new(settings, cache.clone()),
+            s3,
+        ));
         let counting = Arc::new(CountingStorage::new(storage.clone()));
         let io = counting.stats();
+        let ctx = new_context(engine);
+        if let Some(pushdown) = o.pushdown_filters {
+            // Late materialisation: the filter's columns are fetched and decoded first, and the
+            // other columns only where rows pass (none fetched for a row group with no match).
+            let state = ctx.state_ref();
+            let mut state = state.write();
+            let parquet = &mut state.table_options_mut().parquet.global;
+            parquet.pushdown_filters = pushdown;
+            parquet.reorder_filters = pushdown;
+        }
         Ok(Engine {
             inner: Rc::new(Inner {
-                ctx: new_context(engine),
+                ctx,
                 storage,
                 counting,
                 io,
                 baseline: Default::default(),
+                cache,
+                cache_baseline: Default::default(),
                 engine,
             }),
         })
@@ -266,6 +319,9 @@ impl Engine {
                     )))
                 }
             };
+            inner.begin_call();
+            // Registering again means "read the table as it is now", even if it changed.
+            inner.storage.unpin(&location);
             let _ = inner.ctx.deregister_table(name.as_str());
             let found = register_location_at(&inner.ctx, &inner.counting, &name, &target, at)
                 .await
@@ -286,6 +342,7 @@ impl Engine {
     pub fn sql(&self, query: String) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            inner.begin_call();
             let (schema, batches) = collect_sql(&inner.ctx, "query", &query)
                 .await
                 .map_err(js_error)?;
@@ -305,6 +362,7 @@ impl Engine {
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
+            inner.begin_call();
             let o: PipelineOptions =
                 options(options_value, PIPELINE_OPTIONS, "runPipeline options")?;
             let spec = PipelineSpec::from_toml(&spec).map_err(js_error)?;
@@ -353,18 +411,25 @@ impl Engine {
     /// Requests, bytes fetched and written since the engine started (or `resetStats`).
     pub fn stats(&self) -> Result<JsValue, JsValue> {
         let c = self.inner.io.counts() - self.inner.baseline.get();
+        let k = self.inner.cache.counts() - self.inner.cache_baseline.get();
+        // The core counts every read it asks for; those the cache answered never left.
         to_js(&Stats {
-            requests: c.read_requests,
-            bytes: c.bytes_read,
+            requests: c.read_requests.saturating_sub(k.hits) + k.revalidations,
+            bytes: c.bytes_read.saturating_sub(k.hit_bytes),
             list_requests: c.list_requests,
             write_requests: c.write_requests,
             bytes_written: c.bytes_written,
+            cache_hits: k.hits,
+            bytes_from_cache: k.hit_bytes,
+            revalidations: k.revalidations,
+            cached_bytes: k.cached_bytes,
         })
     }
 
     #[wasm_bindgen(js_name = resetStats)]
     pub fn reset_stats(&self) {
         self.inner.baseline.set(self.inner.io.counts());
+        self.inner.cache_baseline.set(self.inner.cache.counts());
     }
 
     /// Every file of the in-memory lake: `[path, bytes][]`.

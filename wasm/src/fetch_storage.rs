@@ -14,11 +14,15 @@
 //! - 404 is [`Error::NotFound`]; 416 and other 4xx fail at once; 5xx and network errors are
 //!   retried with exponential backoff; each request has a timeout (`AbortSignal.timeout`);
 //! - an ETag that changes between responses means the file changed while being read (a whole
-//!   read is one response, so it records the tag it saw instead of comparing).
+//!   read is one response, so it records the tag it saw instead of comparing);
+//! - ranges already fetched are served from the engine's [`RangeCache`] once the file is
+//!   confirmed unchanged in the current call: by the validator of the call's first answer about
+//!   it, or by one HEAD if that first read would be a hit (the guarantee is in that module).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use js_sys::{Function, Promise, Uint8Array};
@@ -29,6 +33,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, RequestInit, Response};
 
+use crate::range_cache::{Lookup, RangeCache, Version};
 use crate::s3_protocol::{self, S3Endpoint};
 
 #[wasm_bindgen]
@@ -88,6 +93,11 @@ pub struct FetchStorage {
     etags: RefCell<HashMap<String, String>>,
     /// Whole bodies of files whose server ignored `Range`.
     bodies: RefCell<HashMap<String, Bytes>>,
+    /// Ranges fetched earlier, shared by the engine's HTTP and S3 reads (one cap).
+    cache: Rc<RangeCache>,
+    /// Held while a HEAD confirms a cached file, so that the reads a scan sends at once wait
+    /// for one HEAD instead of each sending their own.
+    confirming: futures::lock::Mutex<()>,
 }
 
 /// One request: what it is for (errors name `location` and `range`) and what is sent.
@@ -141,18 +151,25 @@ pub(crate) async fn sleep(ms: u32) {
 }
 
 impl FetchStorage {
-    pub fn new(settings: FetchSettings) -> Self {
+    pub fn new(settings: FetchSettings, cache: Rc<RangeCache>) -> Self {
         Self {
             settings,
+            cache,
             ..Default::default()
         }
     }
 
     /// The S3 mode: locations `s3://bucket/key` at `endpoint`, requests through `send`.
-    pub fn s3(settings: FetchSettings, endpoint: S3Endpoint, send: Function) -> Self {
+    pub fn s3(
+        settings: FetchSettings,
+        endpoint: S3Endpoint,
+        send: Function,
+        cache: Rc<RangeCache>,
+    ) -> Self {
         Self {
             settings,
             remote: Remote::S3 { endpoint, send },
+            cache,
             ..Default::default()
         }
     }
@@ -290,7 +307,16 @@ impl FetchStorage {
 
     /// Fails if the file's ETag differs from the first one seen.
     fn check_etag(&self, location: &str, answer: &Answer, range: Option<Range<u64>>) -> Result<()> {
-        let Some(tag) = Self::header(answer, "ETag") else {
+        self.check_tag(location, Self::header(answer, "ETag"), range)
+    }
+
+    fn check_tag(
+        &self,
+        location: &str,
+        tag: Option<String>,
+        range: Option<Range<u64>>,
+    ) -> Result<()> {
+        let Some(tag) = tag else {
             return Ok(());
         };
         let mut etags = self.etags.borrow_mut();
@@ -298,7 +324,9 @@ impl FetchStorage {
             Some(first) if *first != tag => Err(io(
                 location,
                 range,
-                format!("the file changed while being read (ETag {first} became {tag})"),
+                format!(
+                    "the file changed since this engine first read it (ETag {first} became {tag}); register the table again to read the new version"
+                ),
             )),
             Some(_) => Ok(()),
             None => {
@@ -310,8 +338,78 @@ impl FetchStorage {
 
     /// Forgets what was seen of a location that this engine wrote or deleted.
     pub(crate) fn forget(&self, location: &str) {
+        self.unpin(location);
+        self.cache.forget(location);
+    }
+
+    /// Accepts a new version of the file from now on (a table registered again): later reads
+    /// must agree with the next ETag seen, not the first. Cached ranges stay, for the cache
+    /// compares versions itself.
+    pub(crate) fn unpin(&self, location: &str) {
         self.etags.borrow_mut().remove(location);
         self.bodies.borrow_mut().remove(location);
+    }
+
+    /// The version an answer describes; `size` when the caller knows it from the answer.
+    fn version(answer: &Answer, size: Option<u64>) -> Version {
+        Version::new(
+            Self::header(answer, "ETag"),
+            Self::header(answer, "Last-Modified"),
+            size,
+        )
+    }
+
+    /// `range` from the cache, confirming the file first (one HEAD) if this call has not
+    /// seen it yet. `None`: not held, or the file changed (then the caller's GET sees how).
+    async fn cached(
+        &self,
+        location: &str,
+        range: impl Fn(&RangeCache) -> Option<Range<u64>>,
+    ) -> Result<Option<(Bytes, Version)>> {
+        let Some(r) = range(&self.cache) else {
+            return Ok(None);
+        };
+        let (bytes, version) = match self.cache.lookup(location, &r) {
+            Lookup::Hit(bytes, version) => (bytes, version),
+            Lookup::Miss => return Ok(None),
+            Lookup::Unconfirmed => {
+                let _one_at_a_time = self.confirming.lock().await;
+                if self.cache.lookup(location, &r) == Lookup::Unconfirmed {
+                    self.confirm(location, &r).await?;
+                }
+                let Some(r) = range(&self.cache) else {
+                    return Ok(None);
+                };
+                match self.cache.lookup(location, &r) {
+                    Lookup::Hit(bytes, version) => (bytes, version),
+                    _ => return Ok(None),
+                }
+            }
+        };
+        // Later reads that miss must come from the same version as these bytes.
+        self.check_tag(location, version.etag.clone(), Some(r))?;
+        Ok(Some((bytes, version)))
+    }
+
+    /// One HEAD, whose validator confirms (or replaces) the cached version of the file;
+    /// its errors name `range`, the read it was sent for.
+    async fn confirm(&self, location: &str, range: &Range<u64>) -> Result<()> {
+        let sent = self.cache.epoch();
+        self.cache.count_revalidation();
+        let answer = self
+            .request(&self.call("HEAD", location, None, Some(range.clone()))?)
+            .await?;
+        if !(200..300).contains(&answer.status) {
+            // Gone or refused: nothing cached may be served; the GET that follows says why.
+            self.cache.forget(location);
+            return Ok(());
+        }
+        let size = Self::header(&answer, "Content-Length").and_then(|v| v.trim().parse().ok());
+        self.cache
+            .observe(location, Self::version(&answer, size), sent);
+        // A new version under a table read as the old one: say so now, rather than after
+        // reading the new file's bytes at the old footer's offsets.
+        self.check_etag(location, &answer, Some(range.clone()))
     }
 
     /// `Ok` for 2xx; else the error that says what the answer means.
@@ -388,11 +486,29 @@ impl FetchStorage {
     }
 
     fn meta(&self, location: &str, size: u64, answer: &Answer) -> ObjectMeta {
+        self.meta_of(
+            location,
+            size,
+            &Self::version(answer, Some(size)),
+            Self::header(answer, "ETag"),
+        )
+    }
+
+    /// `etag` as the server sent it (weak ones included), the rest from `version`.
+    fn meta_of(
+        &self,
+        location: &str,
+        size: u64,
+        version: &Version,
+        etag: Option<String>,
+    ) -> ObjectMeta {
         // An object store's modification time is when a commit was made (Delta time travel
         // reads it, as a listing gives it); a web server's says less, and is not used.
         let last_modified_ms = match self.remote {
-            Remote::S3 { .. } => Self::header(answer, "Last-Modified")
-                .and_then(|t| chrono::DateTime::parse_from_rfc2822(&t).ok())
+            Remote::S3 { .. } => version
+                .last_modified
+                .as_ref()
+                .and_then(|t| chrono::DateTime::parse_from_rfc2822(t).ok())
                 .map(|t| t.timestamp_millis()),
             Remote::Http => None,
         };
@@ -400,7 +516,7 @@ impl FetchStorage {
             location: location.to_string(),
             size,
             last_modified_ms,
-            etag: Self::header(answer, "ETag"),
+            etag,
         }
     }
 
@@ -443,6 +559,7 @@ impl Storage for FetchStorage {
                 etag: None,
             });
         }
+        let sent = self.cache.epoch();
         let answer = self
             .request(&self.call("HEAD", location, None, None)?)
             .await?;
@@ -451,6 +568,8 @@ impl Storage for FetchStorage {
         let size = Self::header(&answer, "Content-Length")
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| io(location, None, "the server sent no Content-Length for HEAD"))?;
+        self.cache
+            .observe(location, Self::version(&answer, Some(size)), sent);
         Ok(self.meta(location, size, &answer))
     }
 
@@ -461,8 +580,12 @@ impl Storage for FetchStorage {
         if let Some(body) = self.bodies.borrow().get(location) {
             return Self::slice_of(location, body, range);
         }
+        if let Some((bytes, _)) = self.cached(location, |_| Some(range.clone())).await? {
+            return Ok(bytes);
+        }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let call = self.call("GET", location, Some(header), Some(range.clone()))?;
+        let sent = self.cache.epoch();
         let answer = self.request(&call).await?;
         self.check_status(location, &answer, Some(range.clone()))?;
         self.check_etag(location, &answer, Some(range.clone()))?;
@@ -481,6 +604,10 @@ impl Storage for FetchStorage {
                 ),
             ));
         }
+        let version = Self::version(&answer, Self::total_from_content_range(&answer));
+        self.cache.observe(location, version.clone(), sent);
+        self.cache
+            .insert(location, &version, range.start, answer.body.clone());
         Ok(answer.body)
     }
 
@@ -488,11 +615,16 @@ impl Storage for FetchStorage {
         if let Some(body) = self.bodies.borrow().get(location) {
             return Ok(body.clone());
         }
-        // One plain GET rather than HEAD + ranged GET: whole reads are for small source files.
+        // One plain GET rather than HEAD + ranged GET: whole reads are for small source files
+        // and logs, not cached: confirming one would cost the same request as reading it.
+        let sent = self.cache.epoch();
         let answer = self
             .request(&self.call("GET", location, None, None)?)
             .await?;
         self.check_status(location, &answer, None)?;
+        let size = Some(answer.body.len() as u64);
+        self.cache
+            .observe(location, Self::version(&answer, size), sent);
         // One response cannot mix two versions: its tag is the one later reads must match.
         if let Some(tag) = Self::header(&answer, "ETag") {
             self.etags.borrow_mut().insert(location.to_string(), tag);
@@ -506,7 +638,15 @@ impl Storage for FetchStorage {
             let tail = body.slice((size.saturating_sub(n)) as usize..);
             return Ok((tail, self.cached_meta(location, size)));
         }
+        let suffix = |c: &RangeCache| c.size(location).map(|size| size.saturating_sub(n)..size);
+        if let Some((bytes, version)) = self.cached(location, suffix).await? {
+            if let Some(size) = version.size {
+                let etag = self.etags.borrow().get(location).cloned();
+                return Ok((bytes, self.meta_of(location, size, &version, etag)));
+            }
+        }
         let header = format!("bytes=-{n}");
+        let sent = self.cache.epoch();
         let answer = self
             .request(&self.call("GET", location, Some(header), None)?)
             .await?;
@@ -536,6 +676,14 @@ impl Storage for FetchStorage {
             ));
         }
         let meta = self.meta(location, size, &answer);
+        let version = Self::version(&answer, Some(size));
+        self.cache.observe(location, version.clone(), sent);
+        self.cache.insert(
+            location,
+            &version,
+            size - answer.body.len() as u64,
+            answer.body.clone(),
+        );
         Ok((answer.body, meta))
     }
 

@@ -42,6 +42,15 @@ impl JsStorage {
         }
     }
 
+    /// Accepts a new version of the file at `location` from now on (see [`FetchStorage::unpin`]).
+    pub fn unpin(&self, location: &str) {
+        if is_http(location) {
+            self.fetch.unpin(location);
+        } else if let (true, Some(s3)) = (is_s3(location), &self.s3) {
+            s3.unpin(location);
+        }
+    }
+
     fn pick(&self, location: &str) -> Result<&dyn Storage> {
         if is_http(location) {
             Ok(&self.fetch)

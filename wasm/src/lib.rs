@@ -12,10 +12,13 @@
 //! - [`fetch_storage`]: the core's storage over `fetch` with Range headers (and its S3 mode).
 //! - [`s3_storage`]: listing and (conditional) writes in a bucket, on top of it.
 //! - [`s3_protocol`]: endpoint URLs, ListObjectsV2 and error documents, as data (no I/O).
+//! - [`range_cache`]: byte ranges already fetched, reused by later calls while the file is
+//!   unchanged (`cacheBytes`).
 //! - [`js_storage`]: URLs to `fetch`, `s3://` to the bucket, other paths to an in-memory lake.
 //! - [`trap`]: turning a panic into a rejected promise instead of a hang.
 //!
-//! Only [`s3_protocol`] is built on other targets, so that its tests run natively.
+//! Only [`s3_protocol`] and [`range_cache`] are built on other targets, so that their tests run
+//! natively.
 // Storage handles are `Arc`s on every target; here they are deliberately not `Send`.
 #![cfg_attr(target_arch = "wasm32", allow(clippy::arc_with_non_send_sync))]
 
@@ -25,6 +28,7 @@ pub mod engine;
 pub mod fetch_storage;
 #[cfg(target_arch = "wasm32")]
 pub mod js_storage;
+pub mod range_cache;
 #[cfg(target_arch = "wasm32")]
 pub mod result;
 pub mod s3_protocol;

@@ -17,6 +17,7 @@
 //! bucket says so.
 
 use std::ops::Range;
+use std::rc::Rc;
 
 use bytes::Bytes;
 use js_sys::Function;
@@ -24,6 +25,7 @@ use medallion_core::storage::{ObjectMeta, Storage};
 use medallion_core::{Error, Result};
 
 use crate::fetch_storage::{io, s3_detail, Call, FetchSettings, FetchStorage};
+use crate::range_cache::RangeCache;
 use crate::s3_protocol::{self, parse_error, parse_list, S3Endpoint};
 
 #[derive(Debug)]
@@ -86,12 +88,18 @@ impl S3Storage {
         endpoint: S3Endpoint,
         send: Function,
         single_writer: bool,
+        cache: Rc<RangeCache>,
     ) -> Self {
         Self {
-            fetch: FetchStorage::s3(settings, endpoint.clone(), send),
+            fetch: FetchStorage::s3(settings, endpoint.clone(), send, cache),
             endpoint,
             single_writer,
         }
+    }
+
+    /// See [`FetchStorage::unpin`].
+    pub(crate) fn unpin(&self, location: &str) {
+        self.fetch.unpin(location);
     }
 
     /// A request with a body to an object (not a bucket).

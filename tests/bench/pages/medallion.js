@@ -30,12 +30,12 @@ function requestOverlap() {
 }
 
 window.bench = {
-  /** Start-up as an application sees it: import the package, then `Medallion.create()`. */
-  async init() {
+  /** Start-up as an application sees it: import the package, then `Medallion.create(options)`. */
+  async init(options = {}) {
     const t0 = performance.now();
     const { Medallion } = await import(PACKAGE);
     const t1 = performance.now();
-    medallion = await Medallion.create();
+    medallion = await Medallion.create(options);
     const t2 = performance.now();
     return { initMs: t2 - t0, importMs: t1 - t0, createMs: t2 - t1, version: medallion.version };
   },
