@@ -138,7 +138,10 @@ mod tests {
                     "SELECT r.id FROM raw r JOIN dim d ON r.id = d.id ORDER BY r.id",
                     true,
                 ),
-                ("SELECT id FROM raw UNION ALL SELECT id FROM raw WHERE v > 1", true),
+                (
+                    "SELECT id FROM raw UNION ALL SELECT id FROM raw WHERE v > 1",
+                    true,
+                ),
                 ("SELECT id FROM raw UNION ALL SELECT id FROM dim", false),
                 (
                     "SELECT r.id, d.v FROM dim d LEFT JOIN raw r ON r.id = d.id",
