@@ -966,20 +966,14 @@ impl Run<'_> {
             ),
         ]);
         let plan = self
-            .plan_refresh(
-                name,
-                layer,
-                &sql,
-                &definition_hash,
-                &versions,
-                snapshot.as_ref(),
-            )
+            .plan_refresh(name, &sql, &definition_hash, &versions, snapshot.as_ref())
             .await?;
-        let why = match plan {
-            Refresh::Full(why) => why,
-            Refresh::New { input, files } => {
+        let why = match (plan, &snapshot) {
+            (Refresh::Full(why), _) => why,
+            (Refresh::New { .. }, None) => "first build".into(),
+            (Refresh::New { input, files }, Some(s)) => {
                 match self
-                    .build_new_rows(name, layer, &sql, &input, files, snapshot.as_ref(), report)
+                    .build_new_rows(name, layer, &sql, &input, files, s, report)
                     .await?
                 {
                     Built::Staged(write) => {
@@ -1044,7 +1038,6 @@ impl Run<'_> {
     async fn plan_refresh(
         &self,
         name: &str,
-        layer: Layer,
         sql: &str,
         definition_hash: &str,
         versions: &BTreeMap<String, u64>,
@@ -1121,7 +1114,6 @@ impl Run<'_> {
             .filter(|f| !before.contains(&f.location))
             .cloned()
             .collect();
-        let _ = layer;
         Ok(Refresh::New { input, files })
     }
 
@@ -1135,7 +1127,7 @@ impl Run<'_> {
         sql: &str,
         input: &str,
         files: Vec<LiveFile>,
-        snapshot: Option<&Snapshot>,
+        s: &Snapshot,
         report: &mut TableReport,
     ) -> Result<Built> {
         let what = format!("{layer} table `{name}`");
@@ -1158,9 +1150,6 @@ impl Run<'_> {
         )?;
         let (schema, batches) = result?;
         report.rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let Some(s) = snapshot else {
-            return Ok(Built::NeedsFull("first build".into()));
-        };
         let silver = self.spec.silver.get(name);
         let (schema, batches) = match silver {
             Some(t) => {

@@ -41,8 +41,9 @@ use tokio_postgres::config::Host;
 use tokio_postgres::Client;
 
 use super::{
-    connect, decode_column, parse_config, quote_ident, quote_relation, stream_rows, Ctx, Kind,
-    PgColumn, PgError, FETCH_ROWS, PG_EPOCH_US,
+    connect, decode_column, describe_rows, parse_config, quote_ident, quote_relation,
+    read_only_transaction, source_of, stream_rows, Ctx, Kind, PgColumn, PgError, FETCH_ROWS,
+    PG_EPOCH_US,
 };
 
 /// How often the committed position is reported to the server (at most).
@@ -94,16 +95,7 @@ pub async fn extract_cdc(
     cdc: &CdcOptions,
     on_commit: &mut (dyn FnMut(&CdcCommit) + Send),
 ) -> Result<ExtractReport, PgError> {
-    let src = spec
-        .bronze
-        .get(name)
-        .ok_or_else(|| medallion_core::Error::Spec(format!("no bronze table `{name}`")))?;
-    let source_name = src.source.clone().unwrap_or_default();
-    let source = spec.sources.get(&source_name).ok_or_else(|| {
-        medallion_core::Error::Spec(format!(
-            "bronze table `{name}`: source `{source_name}` is not defined"
-        ))
-    })?;
+    let (src, source_name, source) = source_of(spec, name)?;
     let relation = src.table.clone().unwrap_or_default();
     let setup = Setup {
         ctx: Ctx {
@@ -404,13 +396,7 @@ impl Setup {
             self.slot, self.ctx.relation
         );
 
-        let tx = client
-            .build_transaction()
-            .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
-            .await
-            .map_err(|e| self.query_error("starting the snapshot's transaction", &e))?;
+        let tx = read_only_transaction(client, &self.ctx).await?;
         tx.batch_execute(&format!(
             "SET TRANSACTION SNAPSHOT '{}'",
             snapshot_name.replace('\'', "''")
@@ -421,21 +407,7 @@ impl Setup {
             "SELECT *, 'r'::text AS _op, 0::int8 AS _lsn, NULL::timestamptz AS _commit_ts FROM {}",
             quote_relation(&self.ctx.relation)
         );
-        let described = tx
-            .prepare(&sql)
-            .await
-            .map_err(|e| self.query_error("describing the rows", &e))?;
-        let columns: Vec<PgColumn> = described
-            .columns()
-            .iter()
-            .map(|c| PgColumn::new(&self.ctx, c))
-            .collect::<Result<_, _>>()?;
-        let schema: SchemaRef = Arc::new(Schema::new(
-            columns
-                .iter()
-                .map(|c| Field::new(&c.name, c.kind.data_type(), true))
-                .collect::<Vec<_>>(),
-        ));
+        let (_, columns, schema) = describe_rows(&tx, &self.ctx, &sql).await?;
         let mut extract = BronzeExtract::begin(
             spec,
             name,

@@ -33,7 +33,9 @@ use medallion_core::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeU
 use medallion_core::clock::Clock;
 use medallion_core::extract::{last_watermark, BronzeExtract, ExtractReport, Mark, Watermark};
 use medallion_core::pipeline::RunOptions;
-use medallion_core::spec::{redact_url, ExtractMode, PipelineSpec, SourceKind};
+use medallion_core::spec::{
+    redact_url, BronzeSource, ExtractMode, PipelineSpec, Source, SourceKind,
+};
 use medallion_core::storage::Storage;
 use postgres_protocol::types as wire;
 use tokio_postgres::config::Host;
@@ -120,16 +122,7 @@ pub async fn extract_table(
     clock: &dyn Clock,
     opts: &RunOptions,
 ) -> Result<ExtractReport, PgError> {
-    let src = spec
-        .bronze
-        .get(name)
-        .ok_or_else(|| medallion_core::Error::Spec(format!("no bronze table `{name}`")))?;
-    let source_name = src.source.clone().unwrap_or_default();
-    let source = spec.sources.get(&source_name).ok_or_else(|| {
-        medallion_core::Error::Spec(format!(
-            "bronze table `{name}`: source `{source_name}` is not defined"
-        ))
-    })?;
+    let (src, source_name, source) = source_of(spec, name)?;
     match source.kind {
         SourceKind::Postgres => {}
     }
@@ -146,13 +139,7 @@ pub async fn extract_table(
             _ => "the query".to_string(),
         },
     };
-    let tx = client
-        .build_transaction()
-        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(|e| ctx.query("starting a transaction", &e))?;
+    let tx = read_only_transaction(&mut client, &ctx).await?;
 
     let base_sql = match (&src.table, &src.query) {
         (Some(t), _) => {
@@ -181,21 +168,7 @@ pub async fn extract_table(
             .into())
         }
     };
-    let described = tx
-        .prepare(&base_sql)
-        .await
-        .map_err(|e| ctx.query("describing the rows", &e))?;
-    let columns: Vec<PgColumn> = described
-        .columns()
-        .iter()
-        .map(|c| PgColumn::new(&ctx, c))
-        .collect::<Result<_, _>>()?;
-    let schema: SchemaRef = Arc::new(Schema::new(
-        columns
-            .iter()
-            .map(|c| Field::new(&c.name, c.kind.data_type(), true))
-            .collect::<Vec<_>>(),
-    ));
+    let (described, columns, schema) = describe_rows(&tx, &ctx, &base_sql).await?;
 
     let mode = src.mode.unwrap_or_default();
     let (sql, params, watermark) = match (mode, &src.watermark) {
@@ -277,6 +250,62 @@ pub async fn extract_table(
     // The snapshot is read; the transaction only read, so how it ends changes nothing.
     let _ = tx.commit().await;
     Ok(extract.finish().await?)
+}
+
+/// Bronze table `name` of `spec`, the name of its database source, and the source.
+fn source_of<'a>(
+    spec: &'a PipelineSpec,
+    name: &str,
+) -> Result<(&'a BronzeSource, String, &'a Source), PgError> {
+    let src = spec
+        .bronze
+        .get(name)
+        .ok_or_else(|| medallion_core::Error::Spec(format!("no bronze table `{name}`")))?;
+    let source_name = src.source.clone().unwrap_or_default();
+    let source = spec.sources.get(&source_name).ok_or_else(|| {
+        medallion_core::Error::Spec(format!(
+            "bronze table `{name}`: source `{source_name}` is not defined"
+        ))
+    })?;
+    Ok((src, source_name, source))
+}
+
+/// A `REPEATABLE READ READ ONLY` transaction: every read of an extract sees one snapshot.
+async fn read_only_transaction<'c>(
+    client: &'c mut Client,
+    ctx: &Ctx,
+) -> Result<Transaction<'c>, PgError> {
+    client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(|e| ctx.query("starting a transaction", &e))
+}
+
+/// The columns `sql` returns, how each decodes, and the Arrow schema of its rows.
+async fn describe_rows(
+    tx: &Transaction<'_>,
+    ctx: &Ctx,
+    sql: &str,
+) -> Result<(tokio_postgres::Statement, Vec<PgColumn>, SchemaRef), PgError> {
+    let described = tx
+        .prepare(sql)
+        .await
+        .map_err(|e| ctx.query("describing the rows", &e))?;
+    let columns: Vec<PgColumn> = described
+        .columns()
+        .iter()
+        .map(|c| PgColumn::new(ctx, c))
+        .collect::<Result<_, _>>()?;
+    let schema: SchemaRef = Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.kind.data_type(), true))
+            .collect::<Vec<_>>(),
+    ));
+    Ok((described, columns, schema))
 }
 
 /// Runs `sql` through a portal and pushes its rows, batch by batch.
