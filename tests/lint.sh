@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion/target}"
 cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
+cargo clippy --workspace --all-targets --features medallion-host/cluster -- -D warnings
 cargo clippy -p medallion-wasm --target wasm32-unknown-unknown -- -D warnings
 cargo clippy -p medallion-guest --target wasm32-wasip1 -- -D warnings
 echo "lint: clean"

@@ -44,11 +44,15 @@ cargo fmt --all --check
 
 # The guest module itself (profile `guest`) is built by host/build.rs with the native crates.
 
+# The `cluster` feature (Ballista scheduler/executors, `--cluster`) is built in the same pass as
+# everything else: one set of features, so DataFusion and tokio compile once, not twice.
+FEATURES="--features medallion-host/cluster"
+
 step "native tests"
-cargo test --workspace
+cargo test --workspace $FEATURES
 
 step "Delta interop: deltalake and duckdb read the retail demo's lake"
-cargo build --bin medallion
+cargo build --bin medallion $FEATURES
 bin="$CARGO_TARGET_DIR/debug/medallion"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -61,6 +65,9 @@ step "Delta corpus: Medallion reads tables deltalake wrote (checkpoints, partiti
 
 step "Retail pipeline against an independent implementation: DuckDB from the same sources, row for row"
 "$VENV/bin/python" tests/retail_reference.py "$bin" "$work/reference"
+
+step "Ballista cluster: a scheduler and two executors (medallion cluster …) run the retail pipeline and TPC-H Q1/Q6 like a local run; an executor killed mid-run leaves the lake consistent"
+"$VENV/bin/python" tests/cluster.py "$bin"
 
 step "Incremental silver and gold: appended and merged-by-key tables equal DuckDB's recomputation run after run; full rebuilds say why"
 "$VENV/bin/python" tests/incremental.py "$bin"

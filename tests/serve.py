@@ -38,6 +38,15 @@ come back with its zone, a timestamp without one).
   auth       --bind 0.0.0.0 without a password exits non-zero naming the password; with
              --password-file on 127.0.0.1 the right password (user medallion) is let in, a wrong
              one, none or another user is refused; stderr logs the refusal without the password.
+  timeout    --query-timeout 2s: a query running longer gets SQLSTATE 57014 on time, naming the
+             limit and the flag, over the simple and the extended protocol (prepared, with a
+             parameter) and while rows stream (libpq single-row mode, rows already received); the
+             server's CPU then drops to idle and another connection answers at once; the same
+             connection answers; SET statement_timeout lowers the limit for its connection only.
+  tls        --tls-cert/--tls-key with a self-signed certificate made by openssl: HTTPS on the HTTP
+             port (GET / and a Range GET of a lake file, verified against the certificate), a
+             plain-HTTP request told to use https, psycopg with sslmode=verify-full; a key that is
+             not PKCS#8 stops the server at start instead of serving unencrypted.
   limits     MEDALLION_SERVE_PASSWORD, --max-connections 3 (a 4th is turned away, a freed slot is
              reused), --max-memory 4MiB (a query needing more fails, the connection answers, the
              same query passes on the default server), and no client's SET lifts the limit or
@@ -48,7 +57,7 @@ bug prints `SKIP … known limitation` with the reason (and `ok` once it passes)
 shows a bug gets FAIL. `medallion` runs with --engine native by default: the server executes
 natively, and the guest module may need minutes to compile after a build.
 
-Needs psql (postgresql-client), java 17 with /usr/share/java/postgresql.jar
+Needs psql (postgresql-client), openssl, java 17 with /usr/share/java/postgresql.jar
 (libpostgresql-jdbc-java), odbc-postgresql and unixodbc, and in Python psycopg[binary],
 sqlalchemy, pandas and pyodbc (besides what tests/s3_lake.py, whose helpers this imports, needs).
 Prints one line per check; exits 1 if any check failed, and then keeps the work folder.
@@ -56,6 +65,8 @@ Prints one line per check; exits 1 if any check failed, and then keeps the work 
 
 import argparse
 import csv
+import glob
+import http.client
 import io
 import json
 import logging
@@ -66,6 +77,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -103,6 +115,14 @@ SMALL_MEMORY = "4MiB"
 # Needs ~10 MB for its hash table, whatever the lake holds.
 MEMORY_HOG = ("SELECT count(DISTINCT v) AS n FROM "
               "(SELECT md5(CAST(value AS VARCHAR)) AS v FROM range(300000)) t")
+
+QUERY_TIMEOUT = 2  # seconds: the timeout stage's --query-timeout
+# Queries that would run for hours. DataFusion yields between batches of each, so they stop on
+# time (a cross join multiplying one batch into billions of rows does not yield, and may overrun).
+SLOW_AGGREGATE = ("SELECT count(DISTINCT value % 1000003) AS n "
+                  "FROM generate_series(1, 100000000000)")
+SLOW_ROWS = "SELECT value AS v FROM generate_series(1, 100000000000)"
+IDLE_CPU = 0.3  # share of a core a server with no query running stays below
 
 # Delta type → (psql's \d type, the type's name in pg_type / JDBC, java.sql.Types, psycopg OID).
 PG_TYPES = {
@@ -262,14 +282,15 @@ def dashboard(days):
 class PgServer:
     """One `medallion serve` on a free loopback port; its stderr goes to a file in `work`."""
 
-    def __init__(self, binary, lake, work, name, *args, env):
+    def __init__(self, binary, lake, work, name, *args, env, http=False):
         self.name = name
         self.port = free_port()
         self.err_path = os.path.join(work, f"{name}.stderr")
-        # HTTP off: several servers run at once here, and its default port is fixed (8080);
-        # tests/js/serve_web.test.mjs tests the HTTP side.
+        # HTTP off unless asked for: several servers run at once here, and its default port is
+        # fixed (8080); tests/js/serve_web.test.mjs tests the HTTP side (over plain HTTP).
+        self.http_port = free_port() if http else 0
         self.argv = [binary, "serve", "--lake", lake, "--pg-port", str(self.port),
-                     "--http-port", "0", *map(str, args)]
+                     "--http-port", str(self.http_port), *map(str, args)]
         with open(self.err_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=err, stderr=subprocess.STDOUT, env=env)
 
@@ -301,6 +322,12 @@ class PgServer:
                         if k in ("VmRSS", "VmHWM")}
         except OSError:
             return {}
+
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far, from /proc."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self):
         if self.proc.poll() is None:
@@ -1300,6 +1327,254 @@ def stage_limits(c):
             conn.close()
         server.stop()
 
+def stage_timeout(c):
+    rep = c.rep
+    server = PgServer(c.binary, c.lake, c.work, "serve-timeout", "--query-timeout",
+                      f"{QUERY_TIMEOUT}s", env=c.env)
+    c.servers.append(server)
+    if not rep.check(server.ready(), f"[timeout] serve --query-timeout {QUERY_TIMEOUT}s starts",
+                     server.tail()):
+        return
+    check_sql = "SELECT count(*) FROM gold.customer_segments"
+    want = c.query(check_sql)[0]
+    want = list(want[0].values())[0] if want else None
+    try:
+        with connect(server.port) as conn, connect(server.port) as other:
+            for protocol, sql, params in [
+                    ("simple protocol", SLOW_AGGREGATE, None),
+                    ("extended protocol, prepared with a parameter",
+                     SLOW_AGGREGATE.replace("%", "%%") + " WHERE value > %s", [0])]:
+                rss = server.memory().get("VmRSS", 0) // 1024
+                started = time.monotonic()
+                try:
+                    got, err = conn.execute(sql, params, prepare=params is not None).fetchall(), None
+                except psycopg.Error as e:
+                    got, err = None, e
+                took = time.monotonic() - started
+                rep.check(err is not None and err.sqlstate == "57014"
+                          and QUERY_TIMEOUT * 0.9 <= took < QUERY_TIMEOUT + 1.5,
+                          f"[timeout] {protocol}: a query running past --query-timeout "
+                          f"{QUERY_TIMEOUT}s gets SQLSTATE 57014 (query_canceled) on time",
+                          f"{err.sqlstate if err else 'no error'} after {took:.2f} s: "
+                          f"{first_line(err) if err else got}")
+                if params is None:
+                    rep.check(err is not None and f"limit of {QUERY_TIMEOUT}s" in str(err)
+                              and "--query-timeout" in str(err),
+                              "[timeout] the error names the limit and how to change it",
+                              first_line(err) if err else "no error")
+                _stopped(c, server, other, f"[timeout] {protocol}", check_sql, want, rss)
+                try:
+                    then = conn.execute(check_sql).fetchone()[0]
+                except psycopg.Error as e:
+                    then = first_line(e)
+                rep.check(then == want, f"[timeout] {protocol}: the same connection then answers",
+                          f"count(*) = {then}, want {want}")
+
+            rows, err, took, then = _stream_single_rows(server.port, SLOW_ROWS, check_sql)
+            rep.check(rows > 0 and err and err[0] == "57014"
+                      and QUERY_TIMEOUT * 0.9 <= took < QUERY_TIMEOUT + 1.5 and then == want,
+                      "[timeout] while rows stream (simple protocol, libpq single-row mode): "
+                      "SQLSTATE 57014 after the rows already sent, on time; the connection then "
+                      "answers", f"{rows} rows, then {err} after {took:.2f} s; then {then}")
+            _stopped(c, server, other, "[timeout] streaming rows", check_sql, want, None)
+
+            conn.execute("SET statement_timeout = '500ms'")
+            started = time.monotonic()
+            try:
+                conn.execute(SLOW_AGGREGATE).fetchall()
+                err = None
+            except psycopg.Error as e:
+                err = e
+            took = time.monotonic() - started
+            shown = conn.execute("SHOW statement_timeout").fetchone()[0]
+            rep.check(err is not None and err.sqlstate == "57014" and 0.4 <= took < 1.8
+                      and "statement_timeout of 500ms" in str(err),
+                      "[timeout] SET statement_timeout = '500ms' lowers the limit for that "
+                      "connection (57014 after 0.5 s, naming statement_timeout)",
+                      f"SHOW: {shown}; {err.sqlstate if err else 'no error'} after {took:.2f} s: "
+                      f"{first_line(err) if err else ''}")
+            started = time.monotonic()
+            try:
+                other.execute(SLOW_AGGREGATE).fetchall()
+                err = None
+            except psycopg.Error as e:
+                err = e
+            took = time.monotonic() - started
+            rep.check(err is not None and err.sqlstate == "57014" and took >= QUERY_TIMEOUT * 0.9,
+                      "[timeout] another connection keeps the server's limit",
+                      f"{err.sqlstate if err else 'no error'} after {took:.2f} s")
+            conn.execute("SET statement_timeout = '1h'")
+            started = time.monotonic()
+            try:
+                conn.execute(SLOW_AGGREGATE).fetchall()
+                err = None
+            except psycopg.Error as e:
+                err = e
+            took = time.monotonic() - started
+            rep.check(err is not None and err.sqlstate == "57014" and took < QUERY_TIMEOUT + 1.5,
+                      "[timeout] SET statement_timeout = '1h' does not lift the server's limit",
+                      f"{err.sqlstate if err else 'no error'} after {took:.2f} s")
+    finally:
+        server.stop()
+    rep.check("queries stopped after 2s" in server.stderr(),
+              "[timeout] the server's banner states the limit", server.tail(3))
+
+
+def _stopped(c, server, other, what, check_sql, want, rss):
+    """Whether a canceled query's work stopped: the server's CPU falls to idle, another
+    connection answers at once."""
+    cpu, started = server.cpu_seconds(), time.monotonic()
+    try:
+        n = other.execute(check_sql).fetchone()[0]
+    except psycopg.Error as e:
+        n = first_line(e)
+    fast = time.monotonic() - started
+    time.sleep(1.0)
+    busy = (server.cpu_seconds() - cpu) / (time.monotonic() - started)
+    after = server.memory().get("VmRSS", 0) // 1024
+    memory = f"; RSS {rss} MiB before, {after} MiB after" if rss is not None else ""
+    c.rep.check(busy < IDLE_CPU and n == want and fast < 1.0,
+                f"{what}: the canceled query stopped (server CPU below {IDLE_CPU:.0%} of a core "
+                "right after; another connection answers within 1 s)",
+                f"CPU {busy:.0%}; count(*) = {n} in {fast * 1000:.0f} ms{memory}")
+
+
+def _stream_single_rows(port, sql, then_sql):
+    """Runs `sql` over the simple protocol in libpq's single-row mode (rows are taken as they
+    come, not buffered): (rows received, (SQLSTATE, message) of the error, seconds, the answer to
+    `then_sql` on the same connection)."""
+    with connect(port) as conn:
+        pg = conn.pgconn
+        started = time.monotonic()
+        pg.send_query(sql.encode())
+        pg.set_single_row_mode()
+        rows, err = 0, None
+        while (res := pg.get_result()) is not None:
+            if res.status == psycopg.pq.ExecStatus.SINGLE_TUPLE:
+                rows += 1
+            elif res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+                code = res.error_field(psycopg.pq.DiagnosticField.SQLSTATE) or b""
+                err = (code.decode(), res.error_message.decode().strip())
+        took = time.monotonic() - started
+        try:
+            then = conn.execute(then_sql).fetchone()[0]
+        except psycopg.Error as e:
+            then = first_line(e)
+    return rows, err, took, then
+
+
+def https_get(port, path, context, headers=None):
+    """(status, headers, body) of one GET over HTTPS to 127.0.0.1."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=CLIENT_TIMEOUT)
+    try:
+        conn.request("GET", path, headers=headers or {})
+        r = conn.getresponse()
+        return r.status, dict(r.getheaders()), r.read()
+    finally:
+        conn.close()
+
+
+def stage_tls(c):
+    rep = c.rep
+    tls = os.path.join(c.work, "tls")
+    os.makedirs(tls, exist_ok=True)
+    cert, key = os.path.join(tls, "cert.pem"), os.path.join(tls, "key.pem")
+    p = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", cert, "-days", "2", "-subj", "/CN=localhost", "-addext",
+                        "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+                       capture_output=True, text=True, timeout=CLIENT_TIMEOUT)
+    if not rep.check(p.returncode == 0, "[tls] openssl makes a self-signed certificate for "
+                     "127.0.0.1", "" if p.returncode == 0 else p.stderr.strip()[-300:]):
+        return
+    server = PgServer(c.binary, c.lake, c.work, "serve-tls", "--tls-cert", cert, "--tls-key", key,
+                      env=c.env, http=True)
+    c.servers.append(server)
+    if not rep.check(server.ready(), "[tls] serve --tls-cert/--tls-key with HTTP starts",
+                     server.tail()):
+        return
+    port = server.http_port
+    trusted = ssl.create_default_context(cafile=cert)
+    try:
+        rep.check(f"https://127.0.0.1:{port}/" in server.stderr(),
+                  "[tls] the banner gives the HTTP side's address as https://", server.tail(2))
+        status, _, body = https_get(port, "/", trusted)
+        with open(os.path.join(HERE, "..", "web", "index.html"), "rb") as f:
+            index = f.read()
+        rep.check(status == 200 and body == index,
+                  "[tls] GET / over HTTPS, verified against the certificate: the dashboard",
+                  f"HTTP {status}, {len(body)} bytes (index.html: {len(index)})")
+
+        parquet = sorted(glob.glob(os.path.join(c.lake, "gold", "sales_by_region_day", "*.parquet")))
+        if rep.check(bool(parquet), "[tls] the served lake has a Parquet file to read"):
+            with open(parquet[0], "rb") as f:
+                data = f.read()
+            rel = os.path.relpath(parquet[0], c.lake)
+            bad = []
+            for ask, want_range, want in [("bytes=-8", f"bytes {len(data) - 8}-{len(data) - 1}",
+                                           data[-8:]),
+                                          ("bytes=4-1003", "bytes 4-1003", data[4:1004])]:
+                status, headers, body = https_get(port, f"/lake/{rel}", trusted, {"Range": ask})
+                got_range = headers.get("Content-Range", headers.get("content-range", ""))
+                if status != 206 or body != want or got_range != f"{want_range}/{len(data)}":
+                    bad.append(f"{ask}: HTTP {status}, {got_range!r}, {len(body)} bytes")
+            rep.check(not bad and data.endswith(b"PAR1"),
+                      "[tls] Range GETs of a lake file over HTTPS (the footer, a middle range): "
+                      "206 with the file's bytes", "; ".join(bad) or f"/lake/{rel}")
+
+        try:
+            https_get(port, "/", ssl.create_default_context())
+            refused = None
+        except ssl.SSLCertVerificationError as e:
+            refused = str(e)
+        rep.check(refused is not None, "[tls] a client without the certificate as CA refuses it "
+                  "(the server presents the given certificate)",
+                  refused or "the server's certificate was accepted without it as CA")
+
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT)
+        try:
+            plain.request("GET", "/")
+            r = plain.getresponse()
+            status, body = r.status, r.read().decode(errors="replace")
+        except (OSError, http.client.HTTPException) as e:
+            status, body = None, f"{type(e).__name__}: {e}"
+        finally:
+            plain.close()
+        rep.check(status == 400 and "https://" in body,
+                  "[tls] plain HTTP to the HTTPS port is told to use https://", f"{status}: {body}")
+
+        try:
+            with psycopg.connect(host="127.0.0.1", port=server.port, dbname="lake", user=USER,
+                                 sslmode="verify-full", sslrootcert=cert, connect_timeout=10,
+                                 autocommit=True) as conn:
+                n = conn.execute("SELECT count(*) FROM gold.customer_segments").fetchone()[0]
+                encrypted = conn.pgconn.ssl_in_use
+        except psycopg.Error as e:
+            n, encrypted = first_line(e), False
+        rep.check(isinstance(n, int) and n > 0 and encrypted,
+                  "[tls] psycopg with sslmode=verify-full (the certificate as root) connects "
+                  "encrypted and queries", f"count(*) = {n}; ssl_in_use = {encrypted}")
+    finally:
+        server.stop()
+
+    ec_key, ec_cert = os.path.join(tls, "ec-key.pem"), os.path.join(tls, "ec-cert.pem")
+    made = (subprocess.run(["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout",
+                            "-out", ec_key], capture_output=True, timeout=CLIENT_TIMEOUT)
+            .returncode == 0
+            and subprocess.run(["openssl", "req", "-x509", "-key", ec_key, "-out", ec_cert,
+                                "-days", "2", "-subj", "/CN=localhost"], capture_output=True,
+                               timeout=CLIENT_TIMEOUT).returncode == 0)
+    if rep.check(made, "[tls] openssl makes an EC key in SEC1 form (BEGIN EC PRIVATE KEY)"):
+        try:
+            p = subprocess.run([c.binary, "serve", "--lake", c.lake, "--pg-port", str(free_port()),
+                                "--http-port", "0", "--tls-cert", ec_cert, "--tls-key", ec_key],
+                               capture_output=True, text=True, env=c.env, timeout=20)
+            said = f"exit {p.returncode}: {p.stderr.strip()[-300:]}"
+            refused = p.returncode != 0 and "PKCS#8" in p.stderr
+        except subprocess.TimeoutExpired:
+            said, refused = "it kept running (serving PostgreSQL unencrypted) for 20 s", False
+        rep.check(refused, "[tls] a key that is not PKCS#8 stops the server at start, saying how "
+                  "to convert it (rather than serving unencrypted)", said)
+
 
 # ── main ─────────────────────────────────────────────────────────────────────────────────────
 
@@ -1369,7 +1644,8 @@ def main():
                                   ("sqlalchemy", stage_sqlalchemy), ("jdbc", stage_jdbc),
                                   ("odbc", stage_odbc), ("freshness", stage_freshness),
                                   ("load", lambda c: stage_load(c, args.load_seconds)),
-                                  ("auth", stage_auth), ("limits", stage_limits)]:
+                                  ("auth", stage_auth), ("timeout", stage_timeout),
+                                  ("tls", stage_tls), ("limits", stage_limits)]:
                     stage[0] = name
                     if server.proc.poll() is not None:
                         rep.check(False, f"[{name}] the server is running",

@@ -67,6 +67,24 @@ pub fn batch_app_id(pipeline: &str, table: &str) -> String {
     format!("medallion:{pipeline}:{table}")
 }
 
+/// Where a run's silver and gold SQL executes when not in the run's own session: a
+/// distributed engine (the host's Ballista cluster), which reads each input as the list of
+/// files that make up its version. The run still checks, writes and commits what it returns.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait::async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait::async_trait(?Send))]
+pub trait SqlEngine: crate::storage::MaybeSend + std::fmt::Debug {
+    /// Makes `table` readable by later SQL as exactly `files` (replacing what it was).
+    fn register(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<()>;
+    /// Runs `sql` to completion; `what` names the table being built, for errors.
+    async fn collect_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)>;
+}
+
 /// What a run is doing, for progress displays.
 #[derive(Debug, Clone)]
 pub enum Progress<'a> {
@@ -160,6 +178,18 @@ pub async fn run(
     opts: &RunOptions,
     progress: &dyn Fn(Progress),
 ) -> Result<RunReport> {
+    run_on(spec, storage, clock, opts, progress, None).await
+}
+
+/// [`run`] with silver and gold SQL executed by `sql` (a cluster) instead of in-process.
+pub async fn run_on(
+    spec: &PipelineSpec,
+    storage: Arc<dyn Storage>,
+    clock: &dyn Clock,
+    opts: &RunOptions,
+    progress: &dyn Fn(Progress),
+    sql: Option<&dyn SqlEngine>,
+) -> Result<RunReport> {
     let started = clock.monotonic_ms();
     let counting = Arc::new(CountingStorage::new(storage));
     let io = counting.stats();
@@ -170,7 +200,7 @@ pub async fn run(
     progress(Progress::Planned { tables: &dag.order });
     let plan_ms = clock.monotonic_ms() - t;
 
-    let staged = stage(
+    let staged = stage_on(
         spec,
         storage.clone(),
         clock,
@@ -178,6 +208,7 @@ pub async fn run(
         &dag.order,
         &[],
         progress,
+        sql,
     )
     .await?;
     let mut report = RunReport {
@@ -311,6 +342,21 @@ pub async fn stage(
     inputs: &[TableState],
     progress: &dyn Fn(Progress),
 ) -> Result<Staged> {
+    stage_on(spec, storage, clock, opts, tables, inputs, progress, None).await
+}
+
+/// [`stage`] with silver and gold SQL executed by `sql` (a cluster) instead of in-process.
+#[allow(clippy::too_many_arguments)]
+pub async fn stage_on(
+    spec: &PipelineSpec,
+    storage: Arc<dyn Storage>,
+    clock: &dyn Clock,
+    opts: &RunOptions,
+    tables: &[String],
+    inputs: &[TableState],
+    progress: &dyn Fn(Progress),
+    sql: Option<&dyn SqlEngine>,
+) -> Result<Staged> {
     let counting = Arc::new(CountingStorage::new(storage));
     let io = counting.stats();
     let storage: Arc<dyn Storage> = counting;
@@ -321,6 +367,7 @@ pub async fn stage(
         clock,
         opts,
         ctx: query::new_context(opts.engine),
+        sql,
         io: io.clone(),
         staged: Vec::new(),
         changed: BTreeSet::new(),
@@ -498,6 +545,8 @@ struct Run<'a> {
     clock: &'a dyn Clock,
     opts: &'a RunOptions,
     ctx: SessionContext,
+    /// Where silver and gold SQL runs if not in `ctx`.
+    sql: Option<&'a dyn SqlEngine>,
     io: Arc<IoStats>,
     staged: Vec<StagedRequest>,
     /// Tables whose content changes in this run.
@@ -636,7 +685,19 @@ impl Run<'_> {
         self.ctx
             .register_table(name, Arc::new(table))
             .context(|| format!("registering table `{name}`"))?;
+        if let Some(engine) = self.sql {
+            let schema = self.registered[name].schema.clone();
+            engine.register(name, schema, partition_columns, files)?;
+        }
         Ok(())
+    }
+
+    /// Runs a table's own SQL: on the run's [`SqlEngine`] if it has one, else in-process.
+    async fn table_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        match self.sql {
+            Some(engine) => engine.collect_sql(what, sql).await,
+            None => query::collect_sql(&self.ctx, what, sql).await,
+        }
     }
 
     /// Makes a committed table version readable by later tables.
@@ -971,9 +1032,21 @@ impl Run<'_> {
         let why = match (plan, &snapshot) {
             (Refresh::Full(why), _) => why,
             (Refresh::New { .. }, None) => "first build".into(),
-            (Refresh::New { input, files }, Some(s)) => {
+            (
+                Refresh::New {
+                    input,
+                    files,
+                    aggregate,
+                },
+                Some(s),
+            ) => {
+                let new = NewRows {
+                    input: &input,
+                    files,
+                    aggregate,
+                };
                 match self
-                    .build_new_rows(name, layer, &sql, &input, files, s, report)
+                    .build_new_rows(name, layer, &sql, new, s, report)
                     .await?
                 {
                     Built::Staged(write) => {
@@ -990,7 +1063,7 @@ impl Run<'_> {
         report.refresh = Some(format!("full: {why}"));
 
         let what = format!("{layer} table `{name}`");
-        let (schema, batches) = query::collect_sql(&self.ctx, &what, &sql).await?;
+        let (schema, batches) = self.table_sql(&what, &sql).await?;
         report.rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
         let (schema, batches) = if layer == Layer::Silver {
             let cleaned =
@@ -1103,33 +1176,52 @@ impl Run<'_> {
             Ok(p) => p,
             Err(e) => return full(format!("its SQL could not be planned alone ({e})")),
         };
-        if !incremental::per_row_over(&plan, &input) {
-            return full(format!(
-                "its SQL is not row by row over {input} (an aggregate, window, DISTINCT, LIMIT, subquery, or a join that does not keep {input}'s rows)"
-            ));
-        }
+        let aggregate = match incremental::per_row_over(&plan, &input) {
+            true => None,
+            false if !self.spec.gold.contains_key(name) => {
+                return full(format!(
+                    "its SQL is not row by row over {input} (an aggregate, window, DISTINCT, LIMIT, subquery, or a join that does not keep {input}'s rows)"
+                ))
+            }
+            false => match incremental::aggregate_merge(&plan, &input) {
+                Ok(merge) => Some(merge),
+                Err(why) => {
+                    return full(format!(
+                    "its SQL is neither row by row over {input} nor an aggregate that merges by group key: {why}"
+                ))
+                }
+            },
+        };
         let files = self.registered[&input]
             .files
             .iter()
             .filter(|f| !before.contains(&f.location))
             .cloned()
             .collect();
-        Ok(Refresh::New { input, files })
+        Ok(Refresh::New {
+            input,
+            files,
+            aggregate,
+        })
     }
 
-    /// Builds table `name` from the rows of `files`, the new files of `input`: appended, or
-    /// merged by key into the files of the table they touch (`dedupe`).
-    #[allow(clippy::too_many_arguments)]
+    /// Builds table `name` from the rows of `new.files`, the new files of `new.input`:
+    /// appended, or merged by key into the files of the table they touch (`dedupe`, or the
+    /// group keys of an aggregate).
     async fn build_new_rows(
         &mut self,
         name: &str,
         layer: Layer,
         sql: &str,
-        input: &str,
-        files: Vec<LiveFile>,
+        new: NewRows<'_>,
         s: &Snapshot,
         report: &mut TableReport,
     ) -> Result<Built> {
+        let NewRows {
+            input,
+            files,
+            aggregate,
+        } = new;
         let what = format!("{layer} table `{name}`");
         let whole = self.registered[input].clone();
         let new_files = files.len();
@@ -1140,7 +1232,7 @@ impl Run<'_> {
             &files,
             whole.version,
         )?;
-        let result = query::collect_sql(&self.ctx, &what, sql).await;
+        let result = self.table_sql(&what, sql).await;
         self.register(
             input,
             whole.schema,
@@ -1189,42 +1281,101 @@ impl Run<'_> {
             .or_else(|| self.spec.gold.get(name).map(|t| t.description.clone()))
             .unwrap_or_default();
         let new_rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let dedupe = silver.and_then(|t| t.dedupe.clone());
-        let Some(d) = dedupe else {
-            report.rows_out = new_rows;
-            report.refresh = Some(format!(
-                "append: {new_rows} row(s) from {new_files} new file(s) of {input}"
-            ));
-            let write = self.write(
-                name,
-                table_location(&self.opts.lake, layer, name),
-                WriteMode::Append,
-                s.schema.clone(),
-                vec![DataFile {
-                    batches,
-                    tags: HashMap::new(),
-                }],
-                &description,
-            );
-            return Ok(Built::Staged(Box::new(write)));
+        let merge = match (silver.and_then(|t| t.dedupe.clone()), aggregate) {
+            (Some(d), _) => Merge::Dedupe(d),
+            (None, Some(a)) => Merge::Aggregate(a),
+            (None, None) => {
+                report.rows_out = new_rows;
+                report.refresh = Some(format!(
+                    "append: {new_rows} row(s) from {new_files} new file(s) of {input}"
+                ));
+                let write = self.write(
+                    name,
+                    table_location(&self.opts.lake, layer, name),
+                    WriteMode::Append,
+                    s.schema.clone(),
+                    vec![DataFile {
+                        batches,
+                        tags: HashMap::new(),
+                    }],
+                    &description,
+                );
+                return Ok(Built::Staged(Box::new(write)));
+            }
+        };
+        let keys = match &merge {
+            Merge::Dedupe(d) => d.key.clone(),
+            Merge::Aggregate(a) => a.keys.clone(),
         };
 
         // Merge: the table's files holding a key of the new rows are rewritten with them.
+        let (touched, old_rows) = self.rows_sharing_keys(&what, s, &keys, &batches).await?;
+        let old_count: u64 = old_rows.iter().map(|b| b.num_rows() as u64).sum();
+        let mut all = old_rows;
+        all.extend(batches);
+        let (merged, by) = match merge {
+            Merge::Dedupe(d) => {
+                let key_only = SilverTable {
+                    sql: String::new(),
+                    casts: Default::default(),
+                    expect: Vec::new(),
+                    dedupe: Some(d),
+                    apply_changes: None,
+                    description: String::new(),
+                    partition_by: Vec::new(),
+                    alert: None,
+                };
+                let merged =
+                    quality::clean(&self.ctx, name, &key_only, s.schema.clone(), all).await?;
+                report.deduplicated = merged.deduplicated;
+                (merged.batches, "key")
+            }
+            Merge::Aggregate(a) => (self.reaggregate(&what, s, &a, all).await?, "group key"),
+        };
+        report.rows_out = merged.iter().map(|b| b.num_rows() as u64).sum();
+        report.refresh = Some(format!(
+            "merge: {new_rows} row(s) from {new_files} new file(s) of {input} by {by} [{}]; {} of {} file(s) rewritten ({old_count} row(s))",
+            keys.join(", "),
+            touched.len(),
+            s.files.len()
+        ));
+        let mut write = self.write(
+            name,
+            table_location(&self.opts.lake, layer, name),
+            WriteMode::Append,
+            s.schema.clone(),
+            vec![DataFile {
+                batches: merged,
+                tags: HashMap::new(),
+            }],
+            &description,
+        );
+        write.removes = touched;
+        Ok(Built::Staged(Box::new(write)))
+    }
+
+    /// The paths of the files of `s` holding a row whose `keys` equal a row of `new`'s, and
+    /// all the rows of those files (in `s`'s schema).
+    async fn rows_sharing_keys(
+        &mut self,
+        what: &str,
+        s: &Snapshot,
+        keys: &[String],
+        new: &[RecordBatch],
+    ) -> Result<(Vec<String>, Vec<RecordBatch>)> {
         const NEW: &str = "__medallion_merge_new";
         const FILE: &str = "__medallion_merge_file";
-        let mem =
-            datafusion::datasource::MemTable::try_new(s.schema.clone(), vec![batches.clone()])
-                .context(|| format!("{what}: merge"))?;
+        let mem = datafusion::datasource::MemTable::try_new(s.schema.clone(), vec![new.to_vec()])
+            .context(|| format!("{what}: merge"))?;
         self.ctx
             .register_table(NEW, Arc::new(mem))
             .context(|| format!("{what}: merge"))?;
-        let on = d
-            .key
+        let on = keys
             .iter()
             .map(|k| {
-                let k = k.replace('"', "\"\"");
+                let k = quote_ident(k);
                 // Parenthesised: the SQL parser binds `IS NOT DISTINCT FROM b AND …` to `b AND …`.
-                format!("(f.\"{k}\" IS NOT DISTINCT FROM n.\"{k}\")")
+                format!("(f.{k} IS NOT DISTINCT FROM n.{k})")
             })
             .collect::<Vec<_>>()
             .join(" AND ");
@@ -1244,7 +1395,7 @@ impl Run<'_> {
             self.ctx
                 .register_table(FILE, Arc::new(table))
                 .context(|| format!("{what}: merge"))?;
-            match query::collect_sql(&self.ctx, &what, &probe).await {
+            match query::collect_sql(&self.ctx, what, &probe).await {
                 Ok((_, counts)) => {
                     let hits = counts
                         .first()
@@ -1287,53 +1438,91 @@ impl Run<'_> {
                     .context(|| format!("{what}: reading the files the new rows touch"))?
             }
         };
-        let old_count: u64 = old_rows.iter().map(|b| b.num_rows() as u64).sum();
-        let mut all = old_rows
+        let old_rows = old_rows
             .iter()
-            .map(|b| crate::delta::cast_batch(b, &s.schema, name))
+            .map(|b| crate::delta::cast_batch(b, &s.schema, what))
             .collect::<Result<Vec<_>>>()?;
-        all.extend(batches);
-        let key_only = SilverTable {
-            sql: String::new(),
-            casts: Default::default(),
-            expect: Vec::new(),
-            dedupe: Some(d.clone()),
-            apply_changes: None,
-            description: String::new(),
-            partition_by: Vec::new(),
-            alert: None,
-        };
-        let merged = quality::clean(&self.ctx, name, &key_only, s.schema.clone(), all).await?;
-        report.deduplicated = merged.deduplicated;
-        report.rows_out = merged.batches.iter().map(|b| b.num_rows() as u64).sum();
-        report.refresh = Some(format!(
-            "merge: {new_rows} row(s) from {new_files} new file(s) of {input} by key [{}]; {} of {} file(s) rewritten ({old_count} row(s))",
-            d.key.join(", "),
-            touched.len(),
-            s.files.len()
-        ));
-        let mut write = self.write(
-            name,
-            table_location(&self.opts.lake, layer, name),
-            WriteMode::Append,
-            s.schema.clone(),
-            vec![DataFile {
-                batches: merged.batches,
-                tags: HashMap::new(),
-            }],
-            &description,
-        );
-        write.removes = touched.into_iter().map(|(p, _)| p).collect();
-        Ok(Built::Staged(Box::new(write)))
+        Ok((touched.into_iter().map(|(p, _)| p).collect(), old_rows))
     }
+
+    /// One row per group of `rows` (old rows of the table and the new rows' partial results),
+    /// each aggregate re-combined: sums and counts added up, minimums and maximums kept.
+    async fn reaggregate(
+        &mut self,
+        what: &str,
+        s: &Snapshot,
+        merge: &incremental::AggregateMerge,
+        rows: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>> {
+        const ROWS: &str = "__medallion_merge_rows";
+        let mem = datafusion::datasource::MemTable::try_new(s.schema.clone(), vec![rows])
+            .context(|| format!("{what}: merge"))?;
+        self.ctx
+            .register_table(ROWS, Arc::new(mem))
+            .context(|| format!("{what}: merge"))?;
+        let combine: HashMap<&str, &str> = merge
+            .combine
+            .iter()
+            .map(|(c, f)| (c.as_str(), *f))
+            .collect();
+        let columns = s
+            .schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let c = quote_ident(f.name());
+                match combine.get(f.name().as_str()) {
+                    Some(agg) => format!("{agg}({c}) AS {c}"),
+                    None => c,
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let keys = merge
+            .keys
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {columns} FROM {ROWS} GROUP BY {keys}");
+        let result = query::collect_sql(&self.ctx, what, &sql).await;
+        let _ = self.ctx.deregister_table(ROWS);
+        result?
+            .1
+            .iter()
+            .map(|b| crate::delta::cast_batch(b, &s.schema, what))
+            .collect()
+    }
+}
+
+/// A SQL identifier for a column name, quoted so any name (case, spaces, quotes) survives.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// How new rows are merged into the table's rows sharing their keys.
+enum Merge {
+    Dedupe(crate::spec::Dedupe),
+    Aggregate(incremental::AggregateMerge),
+}
+
+/// The new files of one input that a table takes in, and how it merges their rows if it does.
+struct NewRows<'a> {
+    input: &'a str,
+    files: Vec<LiveFile>,
+    aggregate: Option<incremental::AggregateMerge>,
 }
 
 /// How a derived table takes in its inputs' changes.
 enum Refresh {
     /// Rebuilt from all of its inputs, for this reason.
     Full(String),
-    /// From these new files of `input` only.
-    New { input: String, files: Vec<LiveFile> },
+    /// From these new files of `input` only; an aggregate merges by group key.
+    New {
+        input: String,
+        files: Vec<LiveFile>,
+        aggregate: Option<incremental::AggregateMerge>,
+    },
 }
 
 enum Built {

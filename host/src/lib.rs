@@ -1,9 +1,12 @@
 //! medallion-host as a library: the native runtime of the core (local files, HTTP, the
 //! system clock), the wasmtime runner of the core as a sandboxed guest ([`guest`]), the
-//! alerts of streaming runs ([`alerts`]), and the retail demo generator, shared by the CLI and
-//! the tests.
+//! alerts of streaming runs ([`alerts`]), the Ballista scheduler, executors and client session
+//! (`cluster`, with the cargo feature `cluster`), and the retail demo generator, shared by the
+//! CLI and the tests.
 
 pub mod alerts;
+#[cfg(feature = "cluster")]
+pub mod cluster;
 pub mod guest;
 pub mod http;
 pub mod local_fs;

@@ -61,7 +61,8 @@ pub async fn demo(
             .with_context(|| format!("writing {}", spec.display()))?;
     }
 
-    let report = super::run::run_spec(&spec, lake, !json, storage.clone(), engine, guest).await?;
+    let report =
+        super::run::run_spec(&spec, lake, !json, storage.clone(), engine, guest, None).await?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(());

@@ -87,6 +87,8 @@ enum Command {
         guest: GuestArgs,
         #[command(flatten)]
         watch: watch::WatchArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Pull the spec's PostgreSQL-backed bronze tables into the lake (snapshot, incremental or cdc).
     #[command(
@@ -144,6 +146,8 @@ enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         guest: GuestArgs,
+        #[command(flatten)]
+        cluster: ClusterArgs,
     },
     /// Show a Delta table's history, or a Parquet file's schema, row groups and statistics.
     #[command(
@@ -219,7 +223,7 @@ enum Command {
         within 2 s.\n\n\
         On 127.0.0.1 (the default) no password is asked. Any other --bind needs a password, which clients give \
         as user `medallion` (SCRAM-SHA-256): --password-file FILE or the MEDALLION_SERVE_PASSWORD variable; \
-        add --tls-cert/--tls-key to encrypt.\n\n\
+        add --tls-cert/--tls-key to encrypt (the HTTP port then serves HTTPS with the same certificate).\n\n\
         HTTP on --http-port (8080; 0 turns it off): the dashboard at /, the lake's files read-only at /lake/ \
         (GET and HEAD with byte ranges, for the npm package and other HTTP readers), and with --run PIPELINE.toml \
         --watch the pipeline runs in this process: its last batch report at /api/report and its alerts as \
@@ -256,7 +260,8 @@ enum Command {
         /// A file whose first line is the password clients must give (as user `medallion`).
         #[arg(long, value_name = "FILE")]
         password_file: Option<PathBuf>,
-        /// TLS certificate (PEM); with --tls-key, connections may be encrypted.
+        /// TLS certificate (PEM); with --tls-key, PostgreSQL connections may be encrypted and
+        /// the HTTP port serves HTTPS only.
         #[arg(long, value_name = "PEM", requires = "tls_key")]
         tls_cert: Option<String>,
         /// TLS private key (PKCS#8 PEM).
@@ -268,8 +273,31 @@ enum Command {
         /// Memory all running queries may hold together (sorts, joins, aggregates), e.g. 2GiB.
         #[arg(long, default_value = "2GiB", value_parser = parse_size, value_name = "SIZE")]
         max_memory: usize,
+        /// How long one query may run, e.g. 30s, 5m, 1500ms; 0 turns the limit off. A query
+        /// still running then is stopped (its work and memory released) and its client gets
+        /// SQLSTATE 57014 (query_canceled); the connection stays open. A client may ask for less
+        /// with `SET statement_timeout`, never for more.
+        #[arg(long, default_value = "5m", value_parser = watch::parse_duration, value_name = "DURATION")]
+        query_timeout: std::time::Duration,
         #[command(flatten)]
         engine: EngineArgs,
+    },
+    /// Run a DataFusion Ballista scheduler or executor for `run`/`query --cluster`.
+    #[cfg(feature = "cluster")]
+    #[command(
+        after_help = "One binary, three roles: a scheduler, executors that register with it, and `medallion run` or \
+        `medallion query` with --cluster df://HOST:PORT, which plan here, run the SQL on the executors and (for run) \
+        write the data files and commit the Delta log here. Executors read the lake where they run (local paths, \
+        http(s)://, s3:// with credentials from their environment). Example on one machine:\n  \
+        medallion cluster scheduler --port 50050 &\n  \
+        medallion cluster executor --scheduler 127.0.0.1:50050 --port 50051 &\n  \
+        medallion cluster executor --scheduler 127.0.0.1:50050 --port 50061 &\n  \
+        medallion run pipeline.toml --lake lake --cluster df://127.0.0.1:50050\n\n\
+        MEDALLION_LOG=info shows Ballista's log lines (default: warnings)."
+    )]
+    Cluster {
+        #[command(subcommand)]
+        role: ClusterRole,
     },
     /// Generate the retail demo data (if absent), run its pipeline into a lake, print the gold tables.
     Demo {
@@ -301,6 +329,67 @@ enum Command {
         engine: EngineArgs,
         #[command(flatten)]
         guest: GuestArgs,
+    },
+}
+
+/// `--cluster df://HOST:PORT` of `run` and `query` (builds with the `cluster` feature).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ClusterArgs {
+    /// Run the SQL on this DataFusion Ballista cluster (see `medallion cluster`); this process
+    /// plans, writes the data files and commits.
+    #[cfg(feature = "cluster")]
+    #[arg(long, value_name = "df://HOST:PORT")]
+    cluster: Option<String>,
+}
+
+impl ClusterArgs {
+    fn url(&self) -> Option<&str> {
+        #[cfg(feature = "cluster")]
+        return self.cluster.as_deref();
+        #[cfg(not(feature = "cluster"))]
+        return None;
+    }
+}
+
+/// `medallion cluster …`: the server roles of a Ballista cluster.
+#[cfg(feature = "cluster")]
+#[derive(Subcommand, Debug)]
+enum ClusterRole {
+    /// Run a Ballista scheduler: it plans jobs and hands their tasks to executors.
+    Scheduler {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: std::net::IpAddr,
+        /// Port of the scheduler (clients use df://HOST:PORT, executors --scheduler HOST:PORT).
+        #[arg(long, default_value_t = 50050)]
+        port: u16,
+        /// Seconds without a heartbeat after which an executor is dropped and its tasks rerun.
+        #[arg(long, default_value_t = 20, value_name = "SECONDS")]
+        executor_timeout: u64,
+    },
+    /// Run a Ballista executor: it runs tasks and serves their results (Arrow Flight).
+    Executor {
+        /// The scheduler, as HOST:PORT (or df://HOST:PORT).
+        #[arg(long, value_name = "HOST:PORT")]
+        scheduler: String,
+        /// Address to listen on (and to advertise to the scheduler and other executors).
+        #[arg(long, default_value = "127.0.0.1")]
+        bind: String,
+        /// Arrow Flight port (results, shuffles).
+        #[arg(long, default_value_t = 50051)]
+        port: u16,
+        /// Port for tasks from the scheduler. Default: --port + 1.
+        #[arg(long)]
+        grpc_port: Option<u16>,
+        /// Folder for shuffle files and spills. Default: a temporary folder.
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+        /// Tasks run at once. Default: the number of CPU cores.
+        #[arg(long, value_name = "N")]
+        concurrent_tasks: Option<usize>,
+        /// Seconds between heartbeats to the scheduler.
+        #[arg(long, default_value_t = 5, value_name = "SECONDS")]
+        heartbeat: u64,
     },
 }
 
@@ -476,7 +565,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             engine,
             guest: _,
             watch,
+            cluster,
         } if watch.watch => {
+            anyhow::ensure!(
+                cluster.url().is_none(),
+                "--watch does not run on a cluster yet; drop --cluster or --watch"
+            );
             let storage = engine.storage()?;
             let observers = watch::Observers::default();
             watch::watch(
@@ -497,6 +591,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             engine,
             guest,
             watch: _,
+            cluster,
         } => {
             run::run(
                 &spec,
@@ -505,6 +600,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 engine.storage()?,
                 engine.options(),
                 guest,
+                cluster.url(),
             )
             .await
         }
@@ -534,6 +630,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             stats,
             engine,
             guest,
+            cluster,
         } => {
             let query = query::Query {
                 sql: &sql,
@@ -543,8 +640,14 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 max_rows,
                 stats,
             };
+            if let Some(url) = cluster.url() {
+                return query::query_on_cluster(query, url, engine.storage()?, engine.options())
+                    .await;
+            }
             query::query(query, engine.storage()?, engine.options(), guest).await
         }
+        #[cfg(feature = "cluster")]
+        Command::Cluster { role } => cluster_role(role).await,
         Command::Inspect { path, json, engine } => {
             inspect::inspect(&path, json, engine.storage()?).await
         }
@@ -578,6 +681,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             tls_key,
             max_connections,
             max_memory,
+            query_timeout,
             engine,
         } => {
             use anyhow::Context as _;
@@ -613,6 +717,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 password,
                 tls: tls_cert.zip(tls_key),
                 max_connections,
+                query_timeout: Some(query_timeout).filter(|d| !d.is_zero()),
                 engine: medallion_core::query::EngineOptions {
                     memory_limit: Some(max_memory),
                     ..engine.options()
@@ -687,12 +792,64 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 password: None,
                 tls: None,
                 max_connections: 100,
+                query_timeout: Some(medallion_host::serve::time_limit::DEFAULT),
                 engine: engine.options(),
                 http_port,
                 web: medallion_host::serve::default_web_dir(),
                 live: Default::default(),
             };
             medallion_host::serve::serve(engine.storage()?, opts).await
+        }
+    }
+}
+
+/// `medallion cluster scheduler|executor`: runs until the process is stopped.
+#[cfg(feature = "cluster")]
+async fn cluster_role(role: ClusterRole) -> anyhow::Result<()> {
+    use medallion_host::cluster;
+    cluster::logging::init();
+    let storage = cluster::native_storage()?;
+    match role {
+        ClusterRole::Scheduler {
+            bind,
+            port,
+            executor_timeout,
+        } => {
+            let opts = cluster::scheduler::SchedulerOptions {
+                bind,
+                port,
+                executor_timeout_secs: executor_timeout.max(2),
+            };
+            cluster::scheduler::run(opts, storage).await
+        }
+        ClusterRole::Executor {
+            scheduler,
+            bind,
+            port,
+            grpc_port,
+            work_dir,
+            concurrent_tasks,
+            heartbeat,
+        } => {
+            let (scheduler_host, scheduler_port) =
+                cluster::parse_scheduler(&scheduler).map_err(anyhow::Error::msg)?;
+            let grpc_port = match grpc_port {
+                Some(p) => p,
+                None => port.checked_add(1).ok_or_else(|| {
+                    anyhow::anyhow!("--port {port} leaves no port for gRPC; give --grpc-port")
+                })?,
+            };
+            let opts = cluster::executor::ExecutorOptions {
+                scheduler_host,
+                scheduler_port,
+                bind,
+                port,
+                grpc_port,
+                work_dir,
+                concurrent_tasks: concurrent_tasks.unwrap_or(0),
+                heartbeat_secs: heartbeat,
+            };
+            cluster::executor::run(opts, storage).await
         }
     }
 }

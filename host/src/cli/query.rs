@@ -59,6 +59,59 @@ pub async fn query(
     Ok(())
 }
 
+/// `medallion query --cluster`: the same tables, registered on the cluster as lists of files,
+/// the SQL run there and its result printed here.
+#[cfg(feature = "cluster")]
+pub async fn query_on_cluster(
+    q: Query<'_>,
+    url: &str,
+    counting: Arc<CountingStorage>,
+    engine: EngineOptions,
+) -> anyhow::Result<()> {
+    let started = std::time::Instant::now();
+    let io = counting.stats();
+    let storage: Arc<dyn Storage> = counting;
+    let session =
+        medallion_host::cluster::session::ClusterSession::connect(url, storage.clone(), engine)
+            .await?;
+    if let Some(lake) = q.lake {
+        let found = lake_tables(&storage, lake).await?;
+        if found.is_empty() {
+            bail!("the lake {lake} holds no tables (expected folders like {lake}/gold/<table>/_delta_log)");
+        }
+        for (name, location) in &found {
+            session
+                .register_location(name, &format!("delta:{location}"))
+                .await
+                .with_context(|| format!("table {location}"))?;
+        }
+    }
+    for t in q.tables {
+        let (name, path, prefix, location) = table_arg(t)?;
+        session
+            .register_location(name, &format!("{prefix}{location}"))
+            .await
+            .with_context(|| format!("table `{name}` ({path})"))?;
+    }
+    let (_, batches) = session.collect("query", q.sql).await?;
+    print_batches(&batches, q.format, q.max_rows)?;
+    if q.stats {
+        // This process's reads only (logs, footers); the executors' are not counted.
+        print_stats(io.counts(), started, q.format, None);
+    }
+    Ok(())
+}
+
+#[cfg(not(feature = "cluster"))]
+pub async fn query_on_cluster(
+    _q: Query<'_>,
+    _url: &str,
+    _counting: Arc<CountingStorage>,
+    _engine: EngineOptions,
+) -> anyhow::Result<()> {
+    bail!("this medallion was built without the `cluster` feature")
+}
+
 /// `--table NAME=PATH`: the name, the path as given, `delta:` if it was forced, and the
 /// absolute location.
 fn table_arg(t: &str) -> anyhow::Result<(&str, &str, &'static str, String)> {

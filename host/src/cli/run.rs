@@ -22,8 +22,9 @@ pub async fn run(
     storage: Arc<CountingStorage>,
     engine: EngineOptions,
     guest: GuestArgs,
+    cluster: Option<&str>,
 ) -> anyhow::Result<()> {
-    let report = match run_spec(spec_path, lake, !json, storage, engine, guest).await {
+    let report = match run_spec(spec_path, lake, !json, storage, engine, guest, cluster).await {
         Ok(r) => r,
         Err(e) if json => {
             // Programs reading --json learn on stdout what the lake now holds.
@@ -40,7 +41,8 @@ pub async fn run(
     Ok(())
 }
 
-/// Runs a spec and returns its report; shows progress on stderr if `show_progress`.
+/// Runs a spec and returns its report; shows progress on stderr if `show_progress`. With
+/// `cluster` (`df://HOST:PORT`), silver and gold SQL runs there and this process commits.
 pub async fn run_spec(
     spec_path: &Path,
     lake: &str,
@@ -48,6 +50,7 @@ pub async fn run_spec(
     storage: Arc<CountingStorage>,
     engine: EngineOptions,
     guest: GuestArgs,
+    cluster: Option<&str>,
 ) -> anyhow::Result<RunReport> {
     let text = std::fs::read_to_string(spec_path)
         .with_context(|| format!("cannot read the pipeline spec {}", spec_path.display()))?;
@@ -70,6 +73,11 @@ pub async fn run_spec(
             .collect();
     }
     let progress = Arc::new(RunProgress::new(show_progress));
+    if let Some(url) = cluster {
+        let report = run_on_cluster(&spec, storage, &opts, url, &progress).await;
+        progress.finish();
+        return report.map_err(|e| failed(spec_path, e, &pulled));
+    }
     let report = match guest.engine {
         Engine::Native => {
             medallion_core::pipeline::run(&spec, storage, &SystemClock::new(), &opts, &|event| {
@@ -110,6 +118,46 @@ pub async fn run_spec(
     };
     progress.finish();
     report.map_err(|e| failed(spec_path, anyhow::Error::from(e), &pulled))
+}
+
+/// The pipeline run natively in this process (bronze ingestion, checks, writes, commits) with
+/// silver and gold SQL run as Ballista jobs on the cluster at `url`.
+#[cfg(feature = "cluster")]
+async fn run_on_cluster(
+    spec: &PipelineSpec,
+    storage: Arc<CountingStorage>,
+    opts: &RunOptions,
+    url: &str,
+    progress: &RunProgress,
+) -> anyhow::Result<RunReport> {
+    let storage: Arc<dyn medallion_core::storage::Storage> = storage;
+    let session = medallion_host::cluster::session::ClusterSession::connect(
+        url,
+        storage.clone(),
+        opts.engine,
+    )
+    .await?;
+    let report = medallion_core::pipeline::run_on(
+        spec,
+        storage,
+        &SystemClock::new(),
+        opts,
+        &|event| progress.on(event),
+        Some(&session),
+    )
+    .await?;
+    Ok(report)
+}
+
+#[cfg(not(feature = "cluster"))]
+async fn run_on_cluster(
+    _spec: &PipelineSpec,
+    _storage: Arc<CountingStorage>,
+    _opts: &RunOptions,
+    _url: &str,
+    _progress: &RunProgress,
+) -> anyhow::Result<RunReport> {
+    anyhow::bail!("this medallion was built without the `cluster` feature")
 }
 
 /// Where and how a run of the spec at `spec_path` writes: the lake and the spec's folder as

@@ -1,4 +1,5 @@
-//! The HTTP side of `medallion serve` (hyper, HTTP/1.1):
+//! The HTTP side of `medallion serve` (hyper, HTTP/1.1; HTTPS with the PostgreSQL port's
+//! certificate when given `--tls-cert`, see [`super::tls`]):
 //!
 //! - `/lake/<path>`: the lake's files, read-only, through the same [`Storage`] the server
 //!   queries (so an `s3://` lake is served too). GET and HEAD with single byte ranges (206,
@@ -24,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use datafusion_postgres::pgwire::tokio::TlsAcceptor;
 use futures::stream::{self, StreamExt};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
@@ -108,8 +110,9 @@ impl Site {
     }
 }
 
-/// Accepts connections until the process stops; each is served on its own task.
-pub async fn run(listener: tokio::net::TcpListener, site: Arc<Site>) {
+/// Accepts connections until the process stops; each is served on its own task, over TLS
+/// when given an acceptor (`--tls-cert`).
+pub async fn run(listener: tokio::net::TcpListener, site: Arc<Site>, tls: Option<TlsAcceptor>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -121,17 +124,66 @@ pub async fn run(listener: tokio::net::TcpListener, site: Arc<Site>) {
             }
         };
         let site = site.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let site = site.clone();
-                async move { Ok::<_, Infallible>(site.handle(req).await) }
-            });
-            // A client that goes away mid-answer is not worth a log line.
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                .await;
+            let Some(tls) = tls else {
+                return serve_connection(stream, site).await;
+            };
+            if !speaks_tls(&stream).await {
+                return refuse_plain_http(stream).await;
+            }
+            // A client that never finishes its handshake must not hold a task forever; one that
+            // fails it (an untrusted certificate) is not worth a log line.
+            if let Ok(Ok(stream)) = tokio::time::timeout(HANDSHAKE, tls.accept(stream)).await {
+                serve_connection(stream, site).await;
+            }
         });
     }
+}
+
+/// Time a client has to complete the TLS handshake.
+const HANDSHAKE: Duration = Duration::from_secs(10);
+
+async fn serve_connection<S>(stream: S, site: Arc<Site>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let site = site.clone();
+        async move { Ok::<_, Infallible>(site.handle(req).await) }
+    });
+    // A client that goes away mid-answer is not worth a log line.
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
+}
+
+/// Whether a connection starts with a TLS handshake record (a browser pointed at `http://` of
+/// an HTTPS port sends `GET` instead).
+async fn speaks_tls(stream: &tokio::net::TcpStream) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(HANDSHAKE, stream.peek(&mut first)).await,
+        Ok(Ok(1)) if first[0] == 0x16
+    )
+}
+
+/// Tells a plain-HTTP client to use https, rather than dropping it with a handshake error it
+/// cannot explain.
+async fn refuse_plain_http(stream: tokio::net::TcpStream) {
+    let service = hyper::service::service_fn(|_req| async {
+        let mut r = error(
+            StatusCode::BAD_REQUEST,
+            "this port serves HTTPS (medallion serve --tls-cert): use https:// with the same address",
+        );
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(r)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .keep_alive(false)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+        .await;
 }
 
 impl Site {

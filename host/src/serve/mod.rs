@@ -1,18 +1,23 @@
 //! `medallion serve`: the lake over the PostgreSQL wire protocol, for psql, JDBC/ODBC drivers
 //! and BI tools. The protocol and the `pg_catalog` those clients query come from
 //! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
-//! read-only, and asks for a password (SCRAM-SHA-256) whenever it listens beyond loopback.
-//! On a second port, [`http`] serves the dashboard, the lake's files, and the report and
-//! alerts of a pipeline watched in the same process ([`Live`]).
+//! read-only ([`read_only`]), bounds each query's time ([`time_limit`]) and memory (the
+//! engine's pool), and asks for a password (SCRAM-SHA-256) whenever it listens beyond
+//! loopback. On a second port, [`http`] serves the dashboard, the lake's files, and the report
+//! and alerts of a pipeline watched in the same process ([`Live`]); with a certificate
+//! ([`tls`]) both ports are encrypted.
 
 pub mod catalog;
 mod compat;
 pub mod http;
 pub mod read_only;
+pub mod time_limit;
+mod tls;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
@@ -37,6 +42,7 @@ use medallion_core::query::{new_context, EngineOptions};
 use medallion_core::storage::Storage;
 
 use catalog::LakeCatalog;
+use time_limit::TimeLimited;
 
 /// How `medallion serve` listens.
 #[derive(Debug, Clone)]
@@ -48,6 +54,9 @@ pub struct ServeOptions {
     pub password: Option<String>,
     pub tls: Option<(String, String)>,
     pub max_connections: usize,
+    /// How long one query may run (`--query-timeout`); None: no limit but a connection's own
+    /// `statement_timeout`.
+    pub query_timeout: Option<Duration>,
     pub engine: EngineOptions,
     /// Port of the HTTP side; 0 turns it off.
     pub http_port: u16,
@@ -97,6 +106,10 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
             opts.bind
         );
     }
+    let https = match &opts.tls {
+        Some((cert, key)) => Some(tls::https(cert, key)?),
+        None => None,
+    };
     // Fail before saying "serving" if the port is taken (the server binds it again below;
     // a script waiting for the banner must not see it for a server that never listened).
     std::net::TcpListener::bind((opts.bind, opts.pg_port))
@@ -146,16 +159,16 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
         Arc::new(SetShowHook),
         Arc::new(TransactionStatementHook),
     ];
-    let session = Arc::new(DfSessionService::new_with_hooks(ctx, hooks));
+    let session = Arc::new(TimeLimited::new(
+        Arc::new(DfSessionService::new_with_hooks(ctx, hooks)),
+        opts.query_timeout,
+    ));
     let connections = Arc::new(ConnectionManager::new());
     let mut server = ServerOptions::new()
         .with_host(opts.bind.to_string())
         .with_port(opts.pg_port)
         .with_max_connections(opts.max_connections);
     if let Some((cert, key)) = &opts.tls {
-        for f in [cert, key] {
-            std::fs::metadata(f).with_context(|| format!("TLS file {f}"))?;
-        }
         server = server
             .with_tls_cert_path(Some(cert.clone()))
             .with_tls_key_path(Some(key.clone()));
@@ -175,8 +188,12 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
             ""
         }
     );
+    let limit = match opts.query_timeout {
+        Some(d) => format!("queries stopped after {}", time_limit::human(d)),
+        None => "no query time limit".to_string(),
+    };
     eprintln!(
-        "PostgreSQL protocol on {listening} (read-only; schemas bronze, silver, gold, quarantine)"
+        "PostgreSQL protocol on {listening} (read-only; schemas bronze, silver, gold, quarantine; {limit})"
     );
     if let Some(listener) = http_listener {
         let site = http::Site::new(
@@ -189,7 +206,10 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
         let addr = listener
             .local_addr()
             .context("the HTTP listener's address")?;
-        let base = format!("http://{addr}");
+        let base = format!(
+            "{}://{addr}",
+            if https.is_some() { "https" } else { "http" }
+        );
         // `?live`: the page then follows the pipeline's report and alerts (without a pipeline
         // those answer 404, which a browser logs as an error).
         let page = if opts.live.report.is_some() {
@@ -209,10 +229,7 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
         eprintln!(
             "HTTP on {base}/ : {dashboard}; lake files (read-only, Range) {base}/lake/{live}"
         );
-        if opts.tls.is_some() {
-            eprintln!("note: the HTTP side is not encrypted (--tls-cert applies to the PostgreSQL protocol only)");
-        }
-        tokio::spawn(http::run(listener, Arc::new(site)));
+        tokio::spawn(http::run(listener, Arc::new(site), https));
     }
     let result = match opts.password {
         None => {
@@ -245,7 +262,7 @@ trait Startup: Send + Sync + 'static {
 }
 
 struct Handlers<S> {
-    session: Arc<DfSessionService>,
+    session: Arc<TimeLimited>,
     cancel: Arc<DefaultCancelHandler>,
     startup: S,
 }

@@ -1,0 +1,206 @@
+//! A client session on a Ballista cluster: SQL planned here, run by the executors, results
+//! streamed back here. Tables are registered as file lists ([`super::tables`]): Delta tables
+//! from their snapshot's live files, Parquet files and globs as listed here.
+
+use std::sync::Arc;
+
+use ballista::prelude::SessionContextExt;
+use ballista_core::execution_plans::DistributedQueryExec;
+use datafusion_proto::protobuf::LogicalPlanNode;
+use medallion_core::arrow::array::RecordBatch;
+use medallion_core::arrow::datatypes::SchemaRef;
+use medallion_core::datafusion::datasource::file_format::parquet::ParquetFormat;
+use medallion_core::datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
+use medallion_core::datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use medallion_core::datafusion::execution::SessionStateBuilder;
+use medallion_core::datafusion::physical_plan::{collect, ExecutionPlan};
+use medallion_core::datafusion::prelude::SessionContext;
+use medallion_core::delta::{self, At, LiveFile, Snapshot};
+use medallion_core::error::{Error, Result};
+use medallion_core::pipeline::SqlEngine;
+use medallion_core::query::{self, EngineOptions, TableKind};
+use medallion_core::storage::Storage;
+
+use super::stores::LakeStores;
+use super::tables::file_list_table;
+use super::Context;
+
+/// A session whose queries run on the cluster at `scheduler` (`host:port`).
+#[derive(Clone)]
+pub struct ClusterSession {
+    pub ctx: SessionContext,
+    pub scheduler: String,
+    storage: Arc<dyn Storage>,
+}
+
+impl std::fmt::Debug for ClusterSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClusterSession(df://{})", self.scheduler)
+    }
+}
+
+impl ClusterSession {
+    /// Connects to the scheduler at `url` (`df://HOST:PORT`); the session has Medallion's
+    /// settings (plain Utf8 strings, partitions, batch size), which Ballista carries to the
+    /// scheduler and executors with every job.
+    pub async fn connect(
+        url: &str,
+        storage: Arc<dyn Storage>,
+        engine: EngineOptions,
+    ) -> Result<Self> {
+        let (host, port) = super::parse_scheduler(url).map_err(Error::Spec)?;
+        let scheduler = format!("{host}:{port}");
+        // Ballista connects lazily, at the first query; a wrong address should fail here,
+        // naming it, not as a gRPC error in the middle of a run.
+        let reachable = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            tokio::net::TcpStream::connect(&scheduler),
+        )
+        .await;
+        if !matches!(reachable, Ok(Ok(_))) {
+            return Err(Error::Location {
+                location: format!("df://{scheduler}"),
+                message: "no Ballista scheduler answers there (start one with `medallion cluster scheduler`)".into(),
+            });
+        }
+        let local = query::new_context(engine);
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(Arc::new(LakeStores::new(storage.clone())))
+            .build_arc()
+            .context(|| format!("session on df://{scheduler}"))?;
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(local.state().config().clone())
+            .with_runtime_env(runtime)
+            .build();
+        let ctx = SessionContext::remote_with_state(&format!("df://{scheduler}"), state)
+            .await
+            .context(|| format!("session on the Ballista cluster at df://{scheduler}"))?;
+        Ok(Self {
+            ctx,
+            scheduler,
+            storage,
+        })
+    }
+
+    /// Registers `location` as table `name`, as [`query::register_location`] does locally:
+    /// a Delta table (`delta:` prefix, or a folder with `_delta_log/`, with an optional
+    /// time-travel suffix), a Parquet file, or a glob of them.
+    pub async fn register_location(&self, name: &str, location: &str) -> Result<TableKind> {
+        let (forced_delta, location) = match location.strip_prefix("delta:") {
+            Some(rest) => (true, rest),
+            None => (false, location),
+        };
+        let (location, at) = query::split_time_travel(location)?;
+        let location = location.trim_end_matches('/');
+        let is_glob = location.contains(['*', '?', '[']);
+        let looks_parquet = location.to_ascii_lowercase().ends_with(".parquet");
+        let is_delta = !is_glob
+            && (forced_delta
+                || (!looks_parquet
+                    && delta::is_delta_table(self.storage.as_ref(), location).await?));
+        if is_delta {
+            let snapshot = Snapshot::load_at(self.storage.as_ref(), location, at).await?;
+            self.register_files(
+                name,
+                snapshot.schema.clone(),
+                &snapshot.metadata.partition_columns,
+                &snapshot.live_files(),
+            )?;
+            return Ok(TableKind::Delta);
+        }
+        if at != At::Latest {
+            return Err(Error::Spec(format!(
+                "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
+            )));
+        }
+        // Parquet files and globs: listed and their schema read here, by DataFusion, through
+        // the same stores the executors use.
+        let url = ListingTableUrl::parse(location).context(|| format!("table `{name}`"))?;
+        let state = self.ctx.state();
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let options = ListingOptions::new(Arc::new(format)).with_file_extension("");
+        let config = ListingTableConfig::new(url)
+            .with_listing_options(options)
+            .infer_schema(&state)
+            .await
+            .context(|| format!("table `{name}`: reading the schema of {location}"))?;
+        let table = ListingTable::try_new(config).context(|| format!("table `{name}`"))?;
+        let _ = self.ctx.deregister_table(name);
+        self.ctx
+            .register_table(name, Arc::new(table))
+            .context(|| format!("registering table `{name}`"))?;
+        Ok(TableKind::Parquet)
+    }
+
+    /// Registers `name` as exactly `files` (replacing what it was).
+    pub fn register_files(
+        &self,
+        name: &str,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<()> {
+        let table = file_list_table(&self.ctx, name, schema, partition_columns, files)?;
+        let _ = self.ctx.deregister_table(name);
+        self.ctx
+            .register_table(name, table)
+            .context(|| format!("registering table `{name}` on df://{}", self.scheduler))?;
+        Ok(())
+    }
+
+    /// Runs `sql` on the cluster to completion. Errors name `what`, the scheduler and, once
+    /// the scheduler has accepted it, the Ballista job.
+    pub async fn collect(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let on = format!("on the Ballista cluster at df://{}", self.scheduler);
+        let df = self
+            .ctx
+            .sql(sql)
+            .await
+            .context(|| format!("{what}: planning SQL {on}"))?;
+        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+        let plan = df
+            .create_physical_plan()
+            .await
+            .context(|| format!("{what}: planning SQL {on}"))?;
+        match collect(plan.clone(), self.ctx.task_ctx()).await {
+            Ok(batches) => Ok((schema, batches)),
+            Err(source) => {
+                let job = job_id(&plan)
+                    .map(|j| format!(", job {j}"))
+                    .unwrap_or_default();
+                Err(Error::DataFusion {
+                    context: format!("{what}: running SQL {on}{job}"),
+                    source,
+                })
+            }
+        }
+    }
+}
+
+/// The id of the Ballista job a client plan submitted, if it got one.
+fn job_id(plan: &Arc<dyn ExecutionPlan>) -> Option<String> {
+    if let Some(query) = plan.downcast_ref::<DistributedQueryExec<LogicalPlanNode>>() {
+        return query.job_id().map(|j| j.as_str().to_string());
+    }
+    plan.children().into_iter().find_map(job_id)
+}
+
+#[async_trait::async_trait]
+impl SqlEngine for ClusterSession {
+    fn register(
+        &self,
+        table: &str,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<()> {
+        self.register_files(table, schema, partition_columns, files)
+    }
+
+    async fn collect_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        self.collect(what, sql).await
+    }
+}
