@@ -144,10 +144,22 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for Result<T, datafusion::error::DataFusionError> {
     fn context(self, context: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::DataFusion {
-            context: context(),
-            source,
-        })
+        self.map_err(|source| Error::datafusion(context(), source))
+    }
+}
+
+impl Error {
+    /// A DataFusion error in `context`; one over the memory limit says so in words.
+    pub fn datafusion(mut context: String, source: datafusion::error::DataFusionError) -> Error {
+        if matches!(
+            source.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        ) {
+            context.push_str(
+                " (over the engine's memory limit, in a part of the query that could not spill to disk; give it a larger limit)",
+            );
+        }
+        Error::DataFusion { context, source }
     }
 }
 

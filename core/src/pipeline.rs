@@ -18,12 +18,17 @@ use datafusion::arrow::array::{
     ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::error::DataFusionError;
+use datafusion::physical_plan::SendableRecordBatchStream;
 use datafusion::prelude::SessionContext;
+use futures::{StreamExt, TryStreamExt};
 use serde_json::json;
 
 use crate::clock::Clock;
 use crate::dag::{self, Dag};
-use crate::delta::{At, CommitRequest, DataFile, LiveFile, Snapshot, TableWrite, WriteMode};
+use crate::delta::{
+    At, CommitRequest, DataFile, LiveFile, Snapshot, TableWrite, TableWriter, WriteMode,
+};
 use crate::error::{Context, Error, Result};
 use crate::incremental::{self, DEFINITION_KEY, INPUTS_KEY};
 use crate::quality;
@@ -81,8 +86,9 @@ pub trait SqlEngine: crate::storage::MaybeSend + std::fmt::Debug {
         partition_columns: &[String],
         files: &[LiveFile],
     ) -> Result<()>;
-    /// Runs `sql` to completion; `what` names the table being built, for errors.
-    async fn collect_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)>;
+    /// Starts `sql`, its rows to be read as they come; `what` names the table being built,
+    /// for errors.
+    async fn stream_sql(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream>;
 }
 
 /// What a run is doing, for progress displays.
@@ -693,10 +699,81 @@ impl Run<'_> {
     }
 
     /// Runs a table's own SQL: on the run's [`SqlEngine`] if it has one, else in-process.
-    async fn table_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    async fn table_sql(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream> {
         match self.sql {
-            Some(engine) => engine.collect_sql(what, sql).await,
-            None => query::collect_sql(&self.ctx, what, sql).await,
+            Some(engine) => engine.stream_sql(what, sql).await,
+            None => query::stream_sql(&self.ctx, what, sql).await,
+        }
+    }
+
+    /// Bytes of Arrow data a streamed table gathers before writing them as one data file: a
+    /// share of the memory limit, so that a file being encoded stays within it.
+    fn file_chunk(&self) -> usize {
+        const MIB: usize = 1 << 20;
+        match self.opts.engine.memory_limit {
+            Some(limit) => (limit / 8).clamp(4 * MIB, 128 * MIB),
+            None => 128 * MIB,
+        }
+    }
+
+    /// Writes `stream`'s rows as data files of [`Self::file_chunk`] bytes each, as they come,
+    /// and prepares the commit of `write` with them; on an error, removes what it wrote.
+    /// Returns the commit and the rows written.
+    async fn write_stream(
+        &self,
+        write: TableWrite,
+        base: Option<&Snapshot>,
+        mut stream: SendableRecordBatchStream,
+        failed: impl Fn(DataFusionError) -> Error,
+    ) -> Result<CommitRequest> {
+        let storage = self.storage.as_ref();
+        let mut writer = write.begin(base)?;
+        let mut chunk: Vec<RecordBatch> = Vec::new();
+        let mut bytes = 0usize;
+        let chunk_bytes = self.file_chunk();
+        let written: Result<()> = async {
+            while let Some(batch) = stream.next().await {
+                let batch = batch.map_err(&failed)?;
+                if batch.num_rows() == 0 {
+                    continue;
+                }
+                bytes += batch.get_array_memory_size();
+                chunk.push(batch);
+                if bytes >= chunk_bytes {
+                    let batches = std::mem::take(&mut chunk);
+                    bytes = 0;
+                    writer
+                        .write_file(
+                            storage,
+                            &DataFile {
+                                batches,
+                                tags: HashMap::new(),
+                            },
+                        )
+                        .await?;
+                }
+            }
+            if !chunk.is_empty() || writer.rows_written() == 0 {
+                let batches = std::mem::take(&mut chunk);
+                writer
+                    .write_file(
+                        storage,
+                        &DataFile {
+                            batches,
+                            tags: HashMap::new(),
+                        },
+                    )
+                    .await?;
+            }
+            Ok(())
+        }
+        .await;
+        match written {
+            Ok(()) => writer.finish(),
+            Err(e) => {
+                writer.abort(storage).await;
+                Err(e)
+            }
         }
     }
 
@@ -803,9 +880,7 @@ impl Run<'_> {
         let format = src.resolved_format().map_err(Error::Spec)?;
         let declared = src.declared_schema().map_err(Error::Spec)?;
         let now_us = self.clock.now_ms() * 1000;
-        let mut data_files = Vec::new();
         let mut rescued: Vec<RescuedRow> = Vec::new();
-        let mut schema: Option<SchemaRef> = None;
         let mut unseen: Vec<_> = files
             .iter()
             .filter(|f| !seen.contains(&f.location))
@@ -829,67 +904,16 @@ impl Run<'_> {
             unseen.truncate(keep);
         }
         report.files_pending = (listed - unseen.len()) as u64;
-        for file in unseen {
-            let bytes = self.storage.read(&file.location).await?;
-            progress(Progress::FileIngested {
-                table: name,
-                file: &file.location,
-                bytes: bytes.len() as u64,
-            });
-            let parsed = source::parse(&file.location, format, &bytes, declared.as_ref(), &src.csv);
-            report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
-            report.files_ingested += 1;
-            let batches = parsed
-                .batches
-                .iter()
-                .map(|b| with_lineage(b, now_us, &file.location))
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(b) = batches.first() {
-                schema = Some(merge_for_bronze(name, schema, b.schema())?);
-            }
-            rescued.extend(parsed.rescued);
-            let mut tags = HashMap::new();
-            tags.insert(SOURCE_TAG.to_string(), file.location.clone());
-            data_files.push(DataFile { batches, tags });
-        }
-        report.quarantined = rescued.len() as u64;
-        report.rows_out = report.rows_in - report.quarantined;
 
-        if !rescued.is_empty() {
-            self.stage_quarantine(
-                name,
-                vec![rescued_batch(&rescued, now_us)?],
-                WriteMode::Append,
-            )
-            .await?;
-        }
-        let new_schema = schema.or_else(|| snapshot.as_ref().map(|s| s.schema.clone()));
-        if data_files.is_empty() || new_schema.is_none() {
-            // Nothing new (or only unreadable files): downstream reads the committed version.
-            match &snapshot {
-                Some(s) => self.register_snapshot(name, s)?,
-                None => {
-                    return Err(Error::Table {
-                        table: name.to_string(),
-                        message: "no source row could be read; see its quarantine".into(),
-                    })
-                }
-            }
-            if !data_files.is_empty() {
-                self.changed.insert(name.to_string());
-            }
-            return Ok(());
-        }
-        let schema = new_schema.unwrap_or_else(|| Arc::new(Schema::empty()));
-        // Files whose rows were all rescued still get an (empty) data file, so that they are
-        // recorded as seen and not re-read on every run.
+        // Each source file is written as a data file as soon as it is parsed, so only one
+        // file's rows are in memory at a time. The commit records them all at the end.
         let description = src.description.clone();
         let mut write = self.write(
             name,
             location,
             WriteMode::Append,
-            schema,
-            data_files,
+            Arc::new(Schema::empty()),
+            Vec::new(),
             &description,
         );
         let app_id = batch_app_id(&self.spec.pipeline.name, name);
@@ -902,8 +926,105 @@ impl Run<'_> {
             version: batch,
             last_updated: None,
         });
-        self.stage_table(name, write, snapshot.as_ref(), report)
-            .await
+        let mut ingest = BronzeFiles {
+            write,
+            writer: None,
+            schema: None,
+            empty: Vec::new(),
+        };
+        let mut any_file = false;
+        let mut failed = None;
+        for file in unseen {
+            let bytes = match self.storage.read(&file.location).await {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            progress(Progress::FileIngested {
+                table: name,
+                file: &file.location,
+                bytes: bytes.len() as u64,
+            });
+            let parsed = source::parse(&file.location, format, &bytes, declared.as_ref(), &src.csv);
+            drop(bytes);
+            report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
+            report.files_ingested += 1;
+            rescued.extend(parsed.rescued);
+            let batches = match parsed
+                .batches
+                .iter()
+                .map(|b| with_lineage(b, now_us, &file.location))
+                .collect::<Result<Vec<_>>>()
+            {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            let tags = HashMap::from([(SOURCE_TAG.to_string(), file.location.clone())]);
+            any_file = true;
+            if let Err(e) = ingest
+                .add(
+                    self.storage.as_ref(),
+                    name,
+                    snapshot.as_ref(),
+                    DataFile { batches, tags },
+                )
+                .await
+            {
+                failed = Some(e);
+                break;
+            }
+        }
+        if let Some(e) = failed {
+            ingest.abort(self.storage.as_ref()).await;
+            return Err(e);
+        }
+        report.quarantined = rescued.len() as u64;
+        report.rows_out = report.rows_in - report.quarantined;
+
+        if !rescued.is_empty() {
+            let staged = match rescued_batch(&rescued, now_us) {
+                Ok(batch) => {
+                    self.stage_quarantine(name, vec![batch], WriteMode::Append)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = staged {
+                ingest.abort(self.storage.as_ref()).await;
+                return Err(e);
+            }
+        }
+        // Files whose rows were all rescued still get an (empty) data file, so that they are
+        // recorded as seen and not re-read on every run; without any parsed row, they need
+        // the table's schema.
+        let request = match ingest
+            .finish(self.storage.as_ref(), snapshot.as_ref())
+            .await?
+        {
+            Some(request) => request,
+            None => {
+                // Nothing new (or only unreadable files): downstream reads the committed version.
+                match &snapshot {
+                    Some(s) => self.register_snapshot(name, s)?,
+                    None => {
+                        return Err(Error::Table {
+                            table: name.to_string(),
+                            message: "no source row could be read; see its quarantine".into(),
+                        })
+                    }
+                }
+                if any_file {
+                    self.changed.insert(name.to_string());
+                }
+                return Ok(());
+            }
+        };
+        self.stage_request(name, request, snapshot.as_ref(), report)
     }
 
     /// Writes a table's new data files, stages its commit, and lets later tables read the
@@ -916,6 +1037,17 @@ impl Run<'_> {
         report: &mut TableReport,
     ) -> Result<()> {
         let request = write.prepare(self.storage.as_ref(), base).await?;
+        self.stage_request(name, request, base, report)
+    }
+
+    /// Stages a prepared commit of `name` and lets later tables read the staged version.
+    fn stage_request(
+        &mut self,
+        name: &str,
+        request: CommitRequest,
+        base: Option<&Snapshot>,
+        report: &mut TableReport,
+    ) -> Result<()> {
         report.bytes_written += request.bytes_written;
         let version = request.version;
         let (schema, partition_columns, live) = self.push_staged(request, base, false);
@@ -1062,31 +1194,18 @@ impl Run<'_> {
         };
         report.refresh = Some(format!("full: {why}"));
 
+        // The rows stream from the SQL (through the silver checks) into data files, so a table
+        // never has to fit in memory; sorts, joins and aggregates spill under a memory limit.
         let what = format!("{layer} table `{name}`");
-        let (schema, batches) = self.table_sql(&what, &sql).await?;
-        report.rows_in = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let (schema, batches) = if layer == Layer::Silver {
-            let cleaned =
-                quality::clean(&self.ctx, name, &self.spec.silver[name], schema, batches).await?;
-            report.dropped = cleaned.dropped;
-            report.deduplicated = cleaned.deduplicated;
-            report.expectations = cleaned.expectations;
-            report.quarantined = cleaned.quarantine.iter().map(|b| b.num_rows() as u64).sum();
-            let quarantine = match cleaned.quarantine.first() {
-                Some(first) => vec![datafusion::arrow::compute::concat_batches(
-                    &first.schema(),
-                    &cleaned.quarantine,
-                )
-                .context(|| format!("{what}: quarantine"))?],
-                None => vec![],
-            };
-            self.stage_quarantine(name, quarantine, WriteMode::Overwrite)
-                .await?;
-            (cleaned.schema, cleaned.batches)
-        } else {
-            (schema, batches)
+        let stream = self.table_sql(&what, &sql).await?;
+        let (stream, checks) = match layer {
+            Layer::Silver => {
+                let cleaning =
+                    quality::clean_stream(&self.ctx, name, &self.spec.silver[name], stream).await?;
+                (cleaning.stream, Some(cleaning.checks))
+            }
+            _ => (stream, None),
         };
-        report.rows_out = batches.iter().map(|b| b.num_rows() as u64).sum();
         let description = match layer {
             Layer::Silver => self.spec.silver[name].description.clone(),
             _ => self.spec.gold[name].description.clone(),
@@ -1095,16 +1214,60 @@ impl Run<'_> {
             name,
             location,
             WriteMode::Overwrite,
-            schema,
-            vec![DataFile {
-                batches,
-                tags: HashMap::new(),
-            }],
+            stream.schema(),
+            Vec::new(),
             &description,
         );
         write.configuration.extend(configuration.drain());
-        self.stage_table(name, write, snapshot.as_ref(), report)
-            .await
+        let failed = |e: DataFusionError| match &checks {
+            Some(c) => c.error_for(e, name),
+            None => Error::datafusion(format!("{what}: running SQL"), e),
+        };
+        let request = self
+            .write_stream(write, snapshot.as_ref(), stream, failed)
+            .await?;
+        report.rows_out = request.rows_written;
+        report.rows_in = request.rows_written;
+        if let Some(checks) = checks {
+            let checked = match checks.finish() {
+                Ok(c) => c,
+                Err(e) => {
+                    request.abort(self.storage.as_ref()).await;
+                    return Err(e);
+                }
+            };
+            report.rows_in = checked.rows_in;
+            report.dropped = checked.dropped;
+            report.deduplicated = checked.rows_kept - request.rows_written;
+            report.expectations = checked.expectations;
+            report.quarantined = checked.quarantine.iter().map(|b| b.num_rows() as u64).sum();
+            let quarantine = match checked.quarantine.first() {
+                Some(first) => {
+                    match datafusion::arrow::compute::concat_batches(
+                        &first.schema(),
+                        &checked.quarantine,
+                    ) {
+                        Ok(b) => vec![b],
+                        Err(e) => {
+                            request.abort(self.storage.as_ref()).await;
+                            return Err(Error::Arrow {
+                                context: format!("{what}: quarantine"),
+                                source: e,
+                            });
+                        }
+                    }
+                }
+                None => vec![],
+            };
+            if let Err(e) = self
+                .stage_quarantine(name, quarantine, WriteMode::Overwrite)
+                .await
+            {
+                request.abort(self.storage.as_ref()).await;
+                return Err(e);
+            }
+        }
+        self.stage_request(name, request, snapshot.as_ref(), report)
     }
 
     /// Whether table `name` can take in only the new files of one input, or why not.
@@ -1232,7 +1395,17 @@ impl Run<'_> {
             &files,
             whole.version,
         )?;
-        let result = self.table_sql(&what, sql).await;
+        let result = match self.table_sql(&what, sql).await {
+            Ok(stream) => {
+                let schema = stream.schema();
+                stream
+                    .try_collect::<Vec<_>>()
+                    .await
+                    .context(|| format!("{what}: running SQL"))
+                    .map(|batches| (schema, batches))
+            }
+            Err(e) => Err(e),
+        };
         self.register(
             input,
             whole.schema,
@@ -1373,7 +1546,7 @@ impl Run<'_> {
         let on = keys
             .iter()
             .map(|k| {
-                let k = quote_ident(k);
+                let k = quality::quote(k);
                 // Parenthesised: the SQL parser binds `IS NOT DISTINCT FROM b AND …` to `b AND …`.
                 format!("(f.{k} IS NOT DISTINCT FROM n.{k})")
             })
@@ -1470,7 +1643,7 @@ impl Run<'_> {
             .fields()
             .iter()
             .map(|f| {
-                let c = quote_ident(f.name());
+                let c = quality::quote(f.name());
                 match combine.get(f.name().as_str()) {
                     Some(agg) => format!("{agg}({c}) AS {c}"),
                     None => c,
@@ -1481,7 +1654,7 @@ impl Run<'_> {
         let keys = merge
             .keys
             .iter()
-            .map(|k| quote_ident(k))
+            .map(|k| quality::quote(k))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = format!("SELECT {columns} FROM {ROWS} GROUP BY {keys}");
@@ -1495,11 +1668,6 @@ impl Run<'_> {
     }
 }
 
-/// A SQL identifier for a column name, quoted so any name (case, spaces, quotes) survives.
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
 /// How new rows are merged into the table's rows sharing their keys.
 enum Merge {
     Dedupe(crate::spec::Dedupe),
@@ -1511,6 +1679,86 @@ struct NewRows<'a> {
     input: &'a str,
     files: Vec<LiveFile>,
     aggregate: Option<incremental::AggregateMerge>,
+}
+
+/// A bronze table's new source files being written as they are parsed, one data file each,
+/// into one version.
+struct BronzeFiles {
+    /// What the version records; its schema is set once the files' columns are known.
+    write: TableWrite,
+    writer: Option<TableWriter>,
+    /// The columns of the files parsed so far.
+    schema: Option<SchemaRef>,
+    /// Files all of whose rows were rescued, before any file gave the columns.
+    empty: Vec<DataFile>,
+}
+
+impl BronzeFiles {
+    async fn add(
+        &mut self,
+        storage: &dyn Storage,
+        table: &str,
+        base: Option<&Snapshot>,
+        file: DataFile,
+    ) -> Result<()> {
+        let Some(first) = file.batches.first() else {
+            return match &mut self.writer {
+                Some(w) => w.write_file(storage, &file).await,
+                None => {
+                    self.empty.push(file);
+                    Ok(())
+                }
+            };
+        };
+        let schema = merge_for_bronze(table, self.schema.clone(), first.schema())?;
+        let widened = self.schema.as_ref() != Some(&schema);
+        self.schema = Some(schema.clone());
+        let writer = match &mut self.writer {
+            Some(w) => {
+                if widened {
+                    w.widen(schema, base)?;
+                }
+                w
+            }
+            None => {
+                let mut write = self.write.clone();
+                write.schema = schema;
+                self.writer.insert(write.begin(base)?)
+            }
+        };
+        writer.write_file(storage, &file).await
+    }
+
+    /// The commit of every file added, or `None` if there is nothing to commit (no file, or
+    /// only files without rows and no table to take its columns from).
+    async fn finish(
+        self,
+        storage: &dyn Storage,
+        base: Option<&Snapshot>,
+    ) -> Result<Option<CommitRequest>> {
+        let mut writer = match (self.writer, base) {
+            (Some(w), _) => w,
+            (None, Some(b)) if !self.empty.is_empty() => {
+                let mut write = self.write;
+                write.schema = b.schema.clone();
+                write.begin(base)?
+            }
+            (None, _) => return Ok(None),
+        };
+        for file in &self.empty {
+            if let Err(e) = writer.write_file(storage, file).await {
+                writer.abort(storage).await;
+                return Err(e);
+            }
+        }
+        writer.finish().map(Some)
+    }
+
+    async fn abort(self, storage: &dyn Storage) {
+        if let Some(w) = self.writer {
+            w.abort(storage).await;
+        }
+    }
 }
 
 /// How a derived table takes in its inputs' changes.

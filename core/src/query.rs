@@ -85,15 +85,62 @@ pub fn new_context(opts: EngineOptions) -> SessionContext {
     match opts.memory_limit {
         None => SessionContext::new_with_config(config),
         Some(limit) => {
-            let runtime = RuntimeEnv {
-                memory_pool: Arc::new(datafusion::execution::memory_pool::GreedyMemoryPool::new(
-                    limit,
-                )),
-                ..Default::default()
+            use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+            use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
+            use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+            // Natively, sorts, aggregates and sort-merge joins spill to a temporary folder
+            // when they reach their share of the limit; in wasm there is no disk, so they fail
+            // with an error naming the limit instead.
+            let disk = match cfg!(target_arch = "wasm32") {
+                true => DiskManagerMode::Disabled,
+                false => DiskManagerMode::OsTmpDirectory,
             };
-            SessionContext::new_with_config_rt(config, Arc::new(runtime))
+            // A hash join's build side cannot spill, a sort-merge join can. Each sort keeps
+            // back memory for merging its spills (10 MB by default); a plan has several sorts
+            // per partition, so the reserve is a share of the limit.
+            let reserve = (limit / 32).clamp(256 << 10, 10 << 20);
+            let config = config
+                .set_bool("datafusion.optimizer.prefer_hash_join", false)
+                .set_usize("datafusion.execution.sort_spill_reservation_bytes", reserve);
+            // The error of a query over the limit names what held the memory.
+            let pool = TrackConsumersPool::new(
+                FairSpillPool::new(limit),
+                std::num::NonZeroUsize::MIN.saturating_add(4),
+            );
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(pool))
+                .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk))
+                .build_arc();
+            match runtime {
+                Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
+                // Only a temporary folder that cannot be created fails here: run without
+                // spilling, so a query over the limit reports it.
+                Err(_) => SessionContext::new_with_config_rt(
+                    config,
+                    Arc::new(RuntimeEnv {
+                        memory_pool: Arc::new(FairSpillPool::new(limit)),
+                        ..Default::default()
+                    }),
+                ),
+            }
         }
     }
+}
+
+/// Runs a query as a stream of batches, so its rows need not all be in memory at once;
+/// errors name the query's table (or "query") as context.
+pub async fn stream_sql(
+    ctx: &SessionContext,
+    what: &str,
+    sql: &str,
+) -> Result<datafusion::physical_plan::SendableRecordBatchStream> {
+    let df = ctx
+        .sql(sql)
+        .await
+        .context(|| format!("{what}: planning SQL"))?;
+    df.execute_stream()
+        .await
+        .context(|| format!("{what}: running SQL"))
 }
 
 /// Runs a query to completion; errors name the query's table (or "query") as context.

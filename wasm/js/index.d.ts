@@ -30,6 +30,12 @@ export interface CreateOptions {
    */
   cacheBytes?: number;
   /**
+   * Bytes that sorts, joins and aggregates of one call may hold at once (default: no limit).
+   * There is no disk to spill to in wasm, so a query that needs more fails with an error
+   * naming its table and the limit instead of exhausting the tab's or isolate's memory.
+   */
+  memoryLimit?: number;
+  /**
    * Late materialisation (default false): a filter's columns are fetched and decoded first, the
    * others only where rows pass. A point lookup then reads ~the filter column (TPC-H SF1
    * lineitem in Chromium: 0.3 MB instead of 4.3 MB, warm 17 ms instead of 62 ms); scans pay

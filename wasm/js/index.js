@@ -202,7 +202,8 @@ export class Medallion {
    * WebAssembly.Module, bytes or URL of medallion_wasm_bg.wasm — needed in edge workers),
    * `footerHint`, `coalesceGap`, `maxInFlight`, `prefetchRowGroups`, `batchSize`,
    * `timeoutMs`, `retries`, `maxFullBody`, `cacheBytes` (memory for byte ranges reused by
-   * later calls while their file is unchanged; 0 = none), `pushdownFilters` (read a filter's
+   * later calls while their file is unchanged; 0 = none), `memoryLimit` (bytes sorts, joins
+   * and aggregates may hold; over it a query fails naming its table), `pushdownFilters` (read a filter's
    * columns first: for point lookups), and `s3` for `s3://bucket/key` locations:
    * `{ region, endpoint?, pathStyle?, singleWriter? }` with one way to sign —
    * `accessKeyId`, `secretAccessKey`, `sessionToken?` (Node, edge workers), `sign`

@@ -43,6 +43,7 @@ struct CreateOptions {
     retries: Option<u32>,
     max_full_body: Option<u64>,
     cache_bytes: Option<u64>,
+    memory_limit: Option<usize>,
     pushdown_filters: Option<bool>,
     s3: Option<S3Options>,
 }
@@ -169,6 +170,7 @@ const CREATE_OPTIONS: &[&str] = &[
     "retries",
     "maxFullBody",
     "cacheBytes",
+    "memoryLimit",
     "pushdownFilters",
     "s3",
 ];
@@ -225,7 +227,8 @@ impl Engine {
             target_partitions: 1,
             batch_size: o.batch_size.unwrap_or(8192).max(1),
             reading,
-            memory_limit: None,
+            // No disk to spill to here: a query over the limit fails, naming its table.
+            memory_limit: o.memory_limit.filter(|&n| n > 0),
         };
         let fetch_defaults = FetchSettings::default();
         let settings = FetchSettings {

@@ -40,7 +40,7 @@ pub struct DataFile {
 }
 
 /// What a run wants to write to one table.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct TableWrite {
     /// The table's name, for messages.
     pub table: String,
@@ -435,6 +435,33 @@ impl TableWriter {
             self.rows_written += batches.iter().map(|b| b.num_rows() as u64).sum::<u64>();
             self.actions.push(Action::Add(add));
         }
+        Ok(())
+    }
+
+    /// Continues this version with `schema`, which adds columns to the one it began with (a
+    /// later source file has more): the files written so far stay in it, their missing
+    /// columns read as NULL, as Delta specifies.
+    pub fn widen(&mut self, schema: SchemaRef, base: Option<&Snapshot>) -> Result<()> {
+        let mut write = self.write.clone();
+        write.schema = schema;
+        let mut next = write.begin(base)?;
+        let written: std::collections::HashSet<&String> = self.written.iter().collect();
+        next.live_files.extend(
+            self.live_files
+                .iter()
+                .filter(|f| written.contains(&f.location))
+                .cloned(),
+        );
+        next.actions.extend(
+            self.actions
+                .iter()
+                .filter(|a| matches!(a, Action::Add(_)))
+                .cloned(),
+        );
+        next.written = std::mem::take(&mut self.written);
+        next.bytes_written = self.bytes_written;
+        next.rows_written = self.rows_written;
+        *self = next;
         Ok(())
     }
 

@@ -398,6 +398,13 @@ struct EngineArgs {
     /// Query partitions (parallelism). Default: the number of CPU cores. 1 is what browsers use.
     #[arg(long)]
     partitions: Option<usize>,
+    /// Memory that sorts, joins and aggregates may hold at once, e.g. 256MiB (default: no
+    /// limit). Past their share they spill to the temporary folder (TMPDIR); tables stream to
+    /// data files of at most 1/8 of it. What cannot spill fails naming the table. In the guest
+    /// the limit is also at most half of --max-memory, and nothing spills. (`serve` uses
+    /// --max-memory.)
+    #[arg(long, value_parser = parse_size, value_name = "SIZE")]
+    memory_limit: Option<usize>,
     /// Remote Parquet: bytes of the first footer read, from the end of each file.
     #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES", help_heading = "Remote reads")]
     footer_hint: u64,
@@ -443,6 +450,7 @@ impl EngineArgs {
                 max_in_flight: self.max_in_flight.max(1),
                 ..Default::default()
             },
+            memory_limit: self.memory_limit,
             ..Default::default()
         }
     }
@@ -489,6 +497,21 @@ struct GuestArgs {
 }
 
 impl GuestArgs {
+    /// The engine settings of a guest instance: one partition (it has no threads to run more
+    /// on), and queries held to half of its memory, the rest being for the files it reads and
+    /// writes; there is no disk to spill to.
+    fn engine_options(
+        self,
+        engine: medallion_core::query::EngineOptions,
+    ) -> medallion_core::query::EngineOptions {
+        let share = self.max_memory / 2;
+        medallion_core::query::EngineOptions {
+            target_partitions: 1,
+            memory_limit: Some(engine.memory_limit.map_or(share, |m| m.min(share))),
+            ..engine
+        }
+    }
+
     fn limits(self) -> medallion_host::guest::Limits {
         medallion_host::guest::Limits {
             max_memory: self.max_memory,

@@ -164,10 +164,7 @@ async fn query_in_guest(
         progress: Arc::new(|_| {}),
     };
     let sql = q.sql.to_string();
-    let engine = EngineOptions {
-        target_partitions: 1,
-        ..engine
-    };
+    let engine = guest.engine_options(engine);
     let (result, load) = tokio::task::spawn_blocking(move || {
         let module = super::load_guest()?;
         let result = guest::job::run_query(&module, &ctx, &sql, &tables, engine)?;

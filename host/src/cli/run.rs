@@ -86,13 +86,9 @@ pub async fn run_spec(
             .await
         }
         Engine::Guest => {
+            // Parallelism comes from instances.
             let opts = RunOptions {
-                // One partition: the guest has no threads to run more on; parallelism comes
-                // from instances.
-                engine: EngineOptions {
-                    target_partitions: 1,
-                    ..opts.engine
-                },
+                engine: guest.engine_options(opts.engine),
                 ..opts
             };
             let grants = guest::job::pipeline_grants(&spec, &opts);

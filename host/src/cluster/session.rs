@@ -7,15 +7,20 @@ use std::sync::Arc;
 use ballista::prelude::SessionContextExt;
 use ballista_core::execution_plans::DistributedQueryExec;
 use datafusion_proto::protobuf::LogicalPlanNode;
+use futures::TryStreamExt;
 use medallion_core::arrow::array::RecordBatch;
 use medallion_core::arrow::datatypes::SchemaRef;
 use medallion_core::datafusion::datasource::file_format::parquet::ParquetFormat;
 use medallion_core::datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
+use medallion_core::datafusion::error::DataFusionError;
 use medallion_core::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use medallion_core::datafusion::execution::SessionStateBuilder;
-use medallion_core::datafusion::physical_plan::{collect, ExecutionPlan};
+use medallion_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use medallion_core::datafusion::physical_plan::{
+    execute_stream, ExecutionPlan, SendableRecordBatchStream,
+};
 use medallion_core::datafusion::prelude::SessionContext;
 use medallion_core::delta::{self, At, LiveFile, Snapshot};
 use medallion_core::error::{Error, Result};
@@ -154,29 +159,52 @@ impl ClusterSession {
     /// Runs `sql` on the cluster to completion. Errors name `what`, the scheduler and, once
     /// the scheduler has accepted it, the Ballista job.
     pub async fn collect(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let stream = self.stream(what, sql).await?;
+        let schema = stream.schema();
+        let batches = stream
+            .try_collect()
+            .await
+            .map_err(|source| Error::DataFusion {
+                context: format!("{what}: running SQL"),
+                source,
+            })?;
+        Ok((schema, batches))
+    }
+
+    /// Submits `sql` as a Ballista job; its rows stream back as the executors produce them.
+    /// A failure names the scheduler and the job.
+    pub async fn stream(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream> {
         let on = format!("on the Ballista cluster at df://{}", self.scheduler);
         let df = self
             .ctx
             .sql(sql)
             .await
-            .context(|| format!("{what}: planning SQL {on}"))?;
-        let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            .map_err(|source| Error::DataFusion {
+                context: format!("{what}: planning SQL {on}"),
+                source,
+            })?;
         let plan = df
             .create_physical_plan()
             .await
-            .context(|| format!("{what}: planning SQL {on}"))?;
-        match collect(plan.clone(), self.ctx.task_ctx()).await {
-            Ok(batches) => Ok((schema, batches)),
-            Err(source) => {
-                let job = job_id(&plan)
-                    .map(|j| format!(", job {j}"))
-                    .unwrap_or_default();
-                Err(Error::DataFusion {
-                    context: format!("{what}: running SQL {on}{job}"),
-                    source,
-                })
+            .map_err(|source| Error::DataFusion {
+                context: format!("{what}: planning SQL {on}"),
+                source,
+            })?;
+        let stream = execute_stream(plan.clone(), self.ctx.task_ctx()).map_err(|source| {
+            Error::DataFusion {
+                context: format!("{what}: running SQL {on}"),
+                source,
             }
-        }
+        })?;
+        let schema = stream.schema();
+        // The job id is known once the job was submitted, i.e. by the time rows or errors come.
+        let failed = stream.map_err(move |e| {
+            let job = job_id(&plan)
+                .map(|j| format!(", job {j}"))
+                .unwrap_or_default();
+            DataFusionError::Context(format!("{on}{job}"), Box::new(e))
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, failed)))
     }
 }
 
@@ -200,7 +228,7 @@ impl SqlEngine for ClusterSession {
         self.register_files(table, schema, partition_columns, files)
     }
 
-    async fn collect_sql(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        self.collect(what, sql).await
+    async fn stream_sql(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream> {
+        self.stream(what, sql).await
     }
 }
