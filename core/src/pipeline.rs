@@ -35,8 +35,8 @@ use crate::quality;
 use crate::query::{self, EngineOptions, ParquetFilesTable};
 use crate::report::{RunReport, StageTime, TableReport};
 use crate::source::{self, RescuedRow};
-use crate::spec::{Layer, PipelineSpec, SilverTable};
-use crate::storage::{join, CountingStorage, IoCounts, IoStats, Storage};
+use crate::spec::{Format, Layer, PipelineSpec, SilverTable};
+use crate::storage::{join, CountingStorage, IoCounts, IoStats, ObjectMeta, Storage};
 use serde::{Deserialize, Serialize};
 
 /// The tag on a bronze data file's `add` naming the source file it came from (several, one
@@ -716,6 +716,64 @@ impl Run<'_> {
         }
     }
 
+    /// The size of the parts a large source file is read in: a quarter of a data file, since
+    /// text parsed into columns takes a few times its size. A file no larger is read whole.
+    fn source_part_bytes(&self) -> u64 {
+        const MIB: usize = 1 << 20;
+        (self.file_chunk() / 4).clamp(MIB, 32 * MIB) as u64
+    }
+
+    /// Reads one source file a part at a time into data files of [`Self::file_chunk`] bytes,
+    /// each tagged with the file, so only a part and a data file's rows are in memory.
+    #[allow(clippy::too_many_arguments)]
+    async fn ingest_file(
+        &self,
+        table: &str,
+        file: &ObjectMeta,
+        (format, declared, csv): (Format, Option<&Schema>, &crate::spec::CsvOptions),
+        part_bytes: u64,
+        now_us: i64,
+        snapshot: Option<&Snapshot>,
+        ingest: &mut BronzeFiles,
+        rescued: &mut Vec<RescuedRow>,
+        report: &mut TableReport,
+    ) -> Result<()> {
+        let storage = self.storage.as_ref();
+        let mut parts =
+            source::SourceParts::open(storage, file, format, declared, csv, part_bytes).await?;
+        let tags = HashMap::from([(SOURCE_TAG.to_string(), file.location.clone())]);
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut bytes = 0usize;
+        let mut files = 0usize;
+        let chunk = self.file_chunk();
+        while let Some(parsed) = parts.next().await? {
+            report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
+            rescued.extend(parsed.rescued);
+            for b in &parsed.batches {
+                let b = with_lineage(b, now_us, &file.location)?;
+                bytes += b.get_array_memory_size();
+                batches.push(b);
+            }
+            if bytes >= chunk {
+                bytes = 0;
+                files += 1;
+                let batches = std::mem::take(&mut batches);
+                let tags = tags.clone();
+                ingest
+                    .add(storage, table, snapshot, DataFile { batches, tags })
+                    .await?;
+            }
+        }
+        report.files_ingested += 1;
+        // A file without rows still gets an (empty) data file, which records it as read.
+        if !batches.is_empty() || files == 0 {
+            ingest
+                .add(storage, table, snapshot, DataFile { batches, tags })
+                .await?;
+        }
+        Ok(())
+    }
+
     /// Writes `stream`'s rows as data files of [`Self::file_chunk`] bytes each, as they come,
     /// and prepares the commit of `write` with them; on an error, removes what it wrote.
     /// Returns the commit and the rows written.
@@ -934,50 +992,31 @@ impl Run<'_> {
         };
         let mut any_file = false;
         let mut failed = None;
+        let part_bytes = self.source_part_bytes();
         for file in unseen {
-            let bytes = match self.storage.read(&file.location).await {
-                Ok(b) => b,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            progress(Progress::FileIngested {
-                table: name,
-                file: &file.location,
-                bytes: bytes.len() as u64,
-            });
-            let parsed = source::parse(&file.location, format, &bytes, declared.as_ref(), &src.csv);
-            drop(bytes);
-            report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
-            report.files_ingested += 1;
-            rescued.extend(parsed.rescued);
-            let batches = match parsed
-                .batches
-                .iter()
-                .map(|b| with_lineage(b, now_us, &file.location))
-                .collect::<Result<Vec<_>>>()
-            {
-                Ok(b) => b,
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            };
-            let tags = HashMap::from([(SOURCE_TAG.to_string(), file.location.clone())]);
             any_file = true;
-            if let Err(e) = ingest
-                .add(
-                    self.storage.as_ref(),
+            let read = self
+                .ingest_file(
                     name,
+                    file,
+                    (format, declared.as_ref(), &src.csv),
+                    part_bytes,
+                    now_us,
                     snapshot.as_ref(),
-                    DataFile { batches, tags },
+                    &mut ingest,
+                    &mut rescued,
+                    report,
                 )
-                .await
-            {
+                .await;
+            if let Err(e) = read {
                 failed = Some(e);
                 break;
             }
+            progress(Progress::FileIngested {
+                table: name,
+                file: &file.location,
+                bytes: file.size,
+            });
         }
         if let Some(e) = failed {
             ingest.abort(self.storage.as_ref()).await;

@@ -17,6 +17,9 @@ use crate::spec::{CsvOptions, Format};
 use crate::storage::{is_http, is_url, join, ObjectMeta, Storage};
 use crate::types::timestamp_type;
 
+mod parts;
+pub use parts::SourceParts;
+
 /// A source line that could not be read into the table, kept for a person to look at.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RescuedRow {
@@ -130,13 +133,26 @@ fn parse_parquet(location: &str, bytes: &Bytes) -> Parsed {
 }
 
 fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Parsed {
+    parse_ndjson_part(location, bytes, declared, 0)
+}
+
+/// One good NDJSON line: its number, text and parsed value. The value serves inference and
+/// checks; the text is what is decoded, so numbers keep every digit (a decimal(38,10) never
+/// passes through f64) and a rescued row shows the line as it was.
+pub(crate) type JsonRow = (u64, String, serde_json::Value);
+
+/// Splits NDJSON text into its objects; a line that is not one is rescued. `lines_before`
+/// is the number of lines in the file before `data`.
+pub(crate) fn ndjson_rows(
+    location: &str,
+    data: &[u8],
+    declared: Option<&Schema>,
+    lines_before: u64,
+) -> (Vec<JsonRow>, Vec<RescuedRow>) {
     let mut rescued = Vec::new();
-    // Each good line's number, text and parsed value: the value serves inference and checks;
-    // the text is what is decoded, so numbers keep every digit (a decimal(38,10) never passes
-    // through f64) and a rescued row shows the line as it was.
-    let mut rows: Vec<(u64, String, serde_json::Value)> = Vec::new();
-    for (i, raw) in bytes.split(|b| *b == b'\n').enumerate() {
-        let line = i as u64 + 1;
+    let mut rows: Vec<JsonRow> = Vec::new();
+    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
+        let line = lines_before + i as u64 + 1;
         let text = String::from_utf8_lossy(raw);
         let text = text.trim();
         if text.is_empty() {
@@ -153,38 +169,53 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
             Err(e) => rescued.push(rescue(location, line, text, format!("invalid JSON: {e}"))),
         }
     }
+    (rows, rescued)
+}
+
+/// The schema NDJSON rows infer.
+pub(crate) fn infer_ndjson(rows: &[JsonRow]) -> std::result::Result<Schema, String> {
+    infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v.clone())))
+        .map_err(|e| format!("cannot infer a schema: {e}"))
+}
+
+pub(crate) fn parse_ndjson_part(
+    location: &str,
+    data: &[u8],
+    declared: Option<&Schema>,
+    lines_before: u64,
+) -> Parsed {
+    let (rows, mut rescued) = ndjson_rows(location, data, declared, lines_before);
     let schema: SchemaRef = match declared {
         Some(s) => Arc::new(s.clone()),
-        None => match infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v.clone()))) {
+        None => match infer_ndjson(&rows) {
             Ok(s) => Arc::new(s),
-            Err(e) => return whole_file_rescue(location, format!("cannot infer a schema: {e}")),
+            Err(e) => return whole_file_rescue(location, e),
         },
     };
-    let decode =
-        |rows: &[(u64, String, serde_json::Value)]| -> Result<Option<RecordBatch>, String> {
-            let mut decoder = ReaderBuilder::new(schema.clone())
-                .with_coerce_primitive(true)
-                .with_batch_size(rows.len() + 1)
-                .build_decoder()
-                .map_err(|e| e.to_string())?;
-            let mut text = String::new();
-            for (_, line, _) in rows {
-                text.push_str(line);
-                text.push('\n');
-            }
-            let mut rest = text.as_bytes();
-            while !rest.is_empty() {
-                let n = decoder.decode(rest).map_err(|e| e.to_string())?;
-                if n == 0 {
-                    if rest.iter().all(u8::is_ascii_whitespace) {
-                        break;
-                    }
-                    return Err("the JSON decoder stopped before the end of the input".into());
+    let decode = |rows: &[JsonRow]| -> Result<Option<RecordBatch>, String> {
+        let mut decoder = ReaderBuilder::new(schema.clone())
+            .with_coerce_primitive(true)
+            .with_batch_size(rows.len() + 1)
+            .build_decoder()
+            .map_err(|e| e.to_string())?;
+        let mut text = String::new();
+        for (_, line, _) in rows {
+            text.push_str(line);
+            text.push('\n');
+        }
+        let mut rest = text.as_bytes();
+        while !rest.is_empty() {
+            let n = decoder.decode(rest).map_err(|e| e.to_string())?;
+            if n == 0 {
+                if rest.iter().all(u8::is_ascii_whitespace) {
+                    break;
                 }
-                rest = &rest[n..];
+                return Err("the JSON decoder stopped before the end of the input".into());
             }
-            decoder.flush().map_err(|e| e.to_string())
-        };
+            rest = &rest[n..];
+        }
+        decoder.flush().map_err(|e| e.to_string())
+    };
     let mut batches = Vec::new();
     for chunk in rows.chunks(BATCH_ROWS) {
         match decode(chunk) {
@@ -242,33 +273,71 @@ fn parse_csv(
     declared: Option<&Schema>,
     opts: &CsvOptions,
 ) -> Parsed {
+    parse_csv_part(location, bytes, declared, opts, &CsvPart::default()).0
+}
+
+/// Where a run of CSV records sits in its file: the whole file (the default), or a later
+/// part of it, which has no header line of its own.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct CsvPart {
+    /// The file's column names, when this part does not start with them.
+    pub header: Option<Vec<String>>,
+    /// Lines before this part in the file, so rescued rows keep their file's line numbers.
+    pub lines_before: u64,
+}
+
+/// A run of CSV records as text columns, before any type is given to them.
+pub(crate) struct CsvRecords {
+    pub header: Vec<String>,
+    pub columns: Vec<StringArray>,
+    /// Each kept record's line in the file.
+    pub lines: Vec<u64>,
+    pub rescued: Vec<RescuedRow>,
+}
+
+/// Splits CSV text into records; a record of the wrong width, or malformed, is rescued.
+pub(crate) fn csv_records(
+    location: &str,
+    data: &[u8],
+    declared: Option<&Schema>,
+    opts: &CsvOptions,
+    part: &CsvPart,
+) -> std::result::Result<CsvRecords, Parsed> {
     let mut reader = csv::ReaderBuilder::new()
         .delimiter(opts.delimiter as u8)
-        .has_headers(opts.header)
+        .has_headers(opts.header && part.header.is_none())
         .flexible(true)
-        .from_reader(bytes.as_ref());
-    let header: Vec<String> = if opts.header {
+        .from_reader(data);
+    let header: Vec<String> = if let Some(h) = &part.header {
+        h.clone()
+    } else if opts.header {
         match reader.headers() {
             Ok(h) => h.iter().map(|s| s.trim().to_string()).collect(),
-            Err(e) => return whole_file_rescue(location, format!("unreadable CSV header: {e}")),
+            Err(e) => {
+                return Err(whole_file_rescue(
+                    location,
+                    format!("unreadable CSV header: {e}"),
+                ))
+            }
         }
     } else if let Some(s) = declared {
         s.fields().iter().map(|f| f.name().clone()).collect()
     } else {
-        return whole_file_rescue(
+        return Err(whole_file_rescue(
             location,
             "a CSV without a header needs a declared schema with `columns`".into(),
-        );
+        ));
     };
     let width = header.len();
     let mut columns: Vec<Vec<Option<String>>> = vec![Vec::new(); width];
     let mut lines: Vec<u64> = Vec::new();
     let mut rescued = Vec::new();
     let delim = opts.delimiter.to_string();
+    let at = |line: u64| part.lines_before + line;
     for record in reader.records() {
         match record {
             Ok(r) => {
-                let line = r.position().map(|p| p.line()).unwrap_or(0);
+                let line = at(r.position().map(|p| p.line()).unwrap_or(0));
                 if r.len() != width {
                     let raw = r.iter().collect::<Vec<_>>().join(&delim);
                     rescued.push(rescue(
@@ -285,12 +354,70 @@ fn parse_csv(
                 lines.push(line);
             }
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = at(e.position().map(|p| p.line()).unwrap_or(0));
                 rescued.push(rescue(location, line, "", format!("malformed CSV: {e}")));
             }
         }
     }
-    let raw_columns: Vec<StringArray> = columns.into_iter().map(StringArray::from).collect();
+    Ok(CsvRecords {
+        header,
+        columns: columns.into_iter().map(StringArray::from).collect(),
+        lines,
+        rescued,
+    })
+}
+
+/// Parses a run of CSV records; returns the file's header too, for the parts after it.
+pub(crate) fn parse_csv_part(
+    location: &str,
+    data: &[u8],
+    declared: Option<&Schema>,
+    opts: &CsvOptions,
+    part: &CsvPart,
+) -> (Parsed, Option<Vec<String>>) {
+    let CsvRecords {
+        header,
+        columns: raw_columns,
+        lines,
+        mut rescued,
+    } = match csv_records(location, data, declared, opts, part) {
+        Ok(r) => r,
+        Err(p) => return (p, None),
+    };
+    match type_csv(
+        location,
+        &header,
+        raw_columns,
+        &lines,
+        &mut rescued,
+        declared,
+        opts,
+    ) {
+        Ok(batch) => {
+            rescued.sort_by_key(|r| r.line);
+            let parsed = Parsed {
+                batches: vec![batch],
+                rescued,
+            };
+            (parsed, Some(header))
+        }
+        Err(whole_file) => (whole_file, Some(header)),
+    }
+}
+
+/// Gives CSV text columns their types (declared or inferred); a value that does not convert
+/// rescues its row.
+fn type_csv(
+    location: &str,
+    header: &[String],
+    raw_columns: Vec<StringArray>,
+    lines: &[u64],
+    rescued: &mut Vec<RescuedRow>,
+    declared: Option<&Schema>,
+    opts: &CsvOptions,
+) -> std::result::Result<RecordBatch, Parsed> {
+    let width = header.len();
+    let delim = opts.delimiter.to_string();
     let mut fields = Vec::with_capacity(width);
     let mut typed: Vec<ArrayRef> = Vec::with_capacity(width);
     let mut bad = vec![false; lines.len()];
@@ -303,10 +430,8 @@ fn parse_csv(
             },
             None => infer_csv_type(raw),
         };
-        let converted = match cast_with_options(raw, &target, &CastOptions::default()) {
-            Ok(c) => c,
-            Err(e) => return whole_file_rescue(location, format!("column `{name}`: {e}")),
-        };
+        let converted = cast_with_options(raw, &target, &CastOptions::default())
+            .map_err(|e| whole_file_rescue(location, format!("column `{name}`: {e}")))?;
         for i in 0..raw.len() {
             if raw.is_valid(i) && converted.is_null(i) && !bad[i] {
                 bad[i] = true;
@@ -335,19 +460,40 @@ fn parse_csv(
         }
     }
     let schema = Arc::new(Schema::new(fields));
-    let batch = match RecordBatch::try_new(schema, typed) {
-        Ok(b) => b,
-        Err(e) => return whole_file_rescue(location, e.to_string()),
-    };
+    let batch = RecordBatch::try_new(schema, typed)
+        .map_err(|e| whole_file_rescue(location, e.to_string()))?;
     let keep = BooleanArray::from(bad.iter().map(|b| !b).collect::<Vec<_>>());
-    let batch = match filter_record_batch(&batch, &keep) {
-        Ok(b) => b,
-        Err(e) => return whole_file_rescue(location, e.to_string()),
+    filter_record_batch(&batch, &keep).map_err(|e| whole_file_rescue(location, e.to_string()))
+}
+
+/// The types a CSV column may be inferred as, narrowest first; a column none fits is text.
+pub(crate) fn csv_candidates() -> [DataType; 5] {
+    [
+        DataType::Int64,
+        DataType::Float64,
+        DataType::Boolean,
+        DataType::Date32,
+        timestamp_type(),
+    ]
+}
+
+/// Whether every non-empty value of a column converts to `candidate`. A column's values in
+/// several parts fit if they fit in each part, which is what lets a large file be inferred
+/// part by part.
+pub(crate) fn csv_fits(raw: &StringArray, candidate: &DataType) -> bool {
+    let Ok(c) = cast_with_options(raw, candidate, &CastOptions::default()) else {
+        return false;
     };
-    rescued.sort_by_key(|r| r.line);
-    Parsed {
-        batches: vec![batch],
-        rescued,
+    if c.null_count() != raw.null_count() {
+        return false;
+    }
+    match candidate {
+        DataType::Boolean => raw
+            .iter()
+            .flatten()
+            .all(|v| matches!(v.to_ascii_lowercase().as_str(), "true" | "false")),
+        DataType::Date32 => raw.iter().flatten().all(|v| v.len() == 10),
+        _ => true,
     }
 }
 
@@ -356,31 +502,10 @@ fn infer_csv_type(raw: &StringArray) -> DataType {
     if raw.null_count() == raw.len() {
         return DataType::Utf8;
     }
-    for candidate in [
-        DataType::Int64,
-        DataType::Float64,
-        DataType::Boolean,
-        DataType::Date32,
-        timestamp_type(),
-    ] {
-        if let Ok(c) = cast_with_options(raw, &candidate, &CastOptions::default()) {
-            if c.null_count() == raw.null_count() {
-                if candidate == DataType::Boolean
-                    && raw
-                        .iter()
-                        .flatten()
-                        .any(|v| !matches!(v.to_ascii_lowercase().as_str(), "true" | "false"))
-                {
-                    continue;
-                }
-                if candidate == DataType::Date32 && raw.iter().flatten().any(|v| v.len() != 10) {
-                    continue;
-                }
-                return candidate;
-            }
-        }
-    }
-    DataType::Utf8
+    csv_candidates()
+        .into_iter()
+        .find(|c| csv_fits(raw, c))
+        .unwrap_or(DataType::Utf8)
 }
 
 #[cfg(test)]
