@@ -38,6 +38,7 @@ from pathlib import Path
 
 import deltalake
 import duckdb
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "bench"))
 from remote_parquet import duck_connect  # noqa: E402 - DuckDB with its extensions from the venv
@@ -163,6 +164,43 @@ def check_consistent(label, lake):
             fail(f"{label}: {t} unreadable: {e}")
 
 
+def executor_files(label, lake, report):
+    """Gold's data files were written by the executors (in an `executors-<uuid>/` folder of
+    the table), and what the client recorded of them from their footers holds: the `add`
+    stats' row counts sum to the rows deltalake reads, and each column's minValues/maxValues
+    bound what DuckDB reads from the table."""
+    by_table = {t["table"]: t for t in report["tables"]}
+    for log_dir in sorted(Path(lake, "gold").glob("*/_delta_log")):
+        t = log_dir.parent
+        refresh = by_table.get(t.name, {}).get("refresh") or ""
+        if "executors" not in refresh:
+            fail(f"{label}: gold.{t.name} report does not say executors wrote it: {refresh!r}")
+        dt = deltalake.DeltaTable(str(t))
+        adds = pa.table(dt.get_add_actions(flatten=True)).to_pylist()
+        paths = [a["path"] for a in adds]
+        if not paths or not all(p.startswith("executors-") for p in paths):
+            fail(f"{label}: gold.{t.name} files not written by executors: {paths[:3]}")
+        n = dt.to_pyarrow_table().num_rows
+        counted = sum(a["num_records"] for a in adds)
+        if counted != n:
+            fail(f"{label}: gold.{t.name}: add stats count {counted} rows, deltalake reads {n}")
+        checked = 0
+        for key in adds[0] if adds else {}:
+            if not key.startswith("min."):
+                continue
+            col = key[4:]
+            lo = min((a[key] for a in adds if a.get(key) is not None), default=None)
+            hi = max((a[f"max.{col}"] for a in adds if a.get(f"max.{col}") is not None), default=None)
+            if lo is None:
+                continue
+            got = DUCK.execute(f'SELECT min("{col}"), max("{col}") FROM delta_scan(\'{t}\')').fetchone()
+            if not (lo <= got[0] and got[1] <= hi):
+                fail(f"{label}: gold.{t.name}.{col}: stats [{lo}, {hi}] do not bound DuckDB's [{got[0]}, {got[1]}]")
+            checked += 1
+        log(f"{label}: gold.{t.name}: {len(paths)} file(s) written by executors, {n} rows, "
+            f"bounds of {checked} column(s) hold")
+
+
 DUCK = None  # a DuckDB connection with the delta extension
 
 Q1 = """SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty,
@@ -258,6 +296,7 @@ def checks(bin_, work, data, local, url, executors):
     if once:
         fail(f"first run committed versions other than 0: {once}")
     compare_lakes("run", local, lake)
+    executor_files("run", lake, report)
 
     # more: a fourth day, incremental on both sides.
     medallion(bin_, ["demo", "--dir", data, "--lake", local, "--scale", "0.3", "--more",

@@ -37,6 +37,7 @@ pub mod extract;
 pub mod incremental;
 pub mod inspect;
 pub mod latest_table;
+mod parquet_footer;
 pub mod pipeline;
 pub mod quality;
 pub mod query;

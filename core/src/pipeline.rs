@@ -89,6 +89,33 @@ pub trait SqlEngine: crate::storage::MaybeSend + std::fmt::Debug {
     /// Starts `sql`, its rows to be read as they come; `what` names the table being built,
     /// for errors.
     async fn stream_sql(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream>;
+
+    /// Whether this engine writes the data files of a table at `location` itself, where the
+    /// rows are computed (a cluster's executors), instead of streaming the rows to the caller.
+    fn writes_files(&self, _location: &str) -> bool {
+        false
+    }
+
+    /// The schema `sql`'s rows have.
+    async fn sql_schema(&self, what: &str, _sql: &str) -> Result<SchemaRef> {
+        Err(Error::Spec(format!(
+            "{what}: this engine only streams rows"
+        )))
+    }
+
+    /// Runs `sql` with its rows cast to `schema`, writing them as Parquet files into the new
+    /// directory `dir`, which holds nothing else.
+    async fn write_files(
+        &self,
+        what: &str,
+        _sql: &str,
+        _schema: SchemaRef,
+        _dir: &str,
+    ) -> Result<()> {
+        Err(Error::Spec(format!(
+            "{what}: this engine only streams rows"
+        )))
+    }
 }
 
 /// What a run is doing, for progress displays.
@@ -835,6 +862,54 @@ impl Run<'_> {
         }
     }
 
+    /// Has `engine` write `write`'s data files where the rows are computed, into a fresh
+    /// directory of the table, and prepares the commit of what it wrote; on an error, removes
+    /// everything in that directory (no log references it).
+    async fn write_on_engine(
+        &self,
+        engine: &dyn SqlEngine,
+        write: TableWrite,
+        base: Option<&Snapshot>,
+        what: &str,
+        sql: &str,
+    ) -> Result<CommitRequest> {
+        let storage = self.storage.as_ref();
+        let dir = join(
+            &write.location,
+            &format!("executors-{}", uuid::Uuid::new_v4()),
+        );
+        let mut writer = write.begin(base)?;
+        let written: Result<()> = async {
+            engine
+                .write_files(what, sql, writer.file_schema().clone(), &dir)
+                .await?;
+            let mut files: Vec<_> = storage
+                .list(&dir)
+                .await?
+                .into_iter()
+                .filter(|f| f.location.ends_with(".parquet"))
+                .collect();
+            files.sort_by(|a, b| a.location.cmp(&b.location));
+            for f in files {
+                writer.add_existing(storage, &f.location).await?;
+            }
+            Ok(())
+        }
+        .await;
+        match written {
+            Ok(()) => writer.finish(),
+            Err(e) => {
+                writer.abort(storage).await;
+                if let Ok(left) = storage.list(&dir).await {
+                    for f in left {
+                        let _ = storage.delete(&f.location).await;
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
     /// Makes a committed table version readable by later tables.
     fn register_snapshot(&mut self, name: &str, s: &Snapshot) -> Result<()> {
         self.register(
@@ -1236,6 +1311,33 @@ impl Run<'_> {
         // The rows stream from the SQL (through the silver checks) into data files, so a table
         // never has to fit in memory; sorts, joins and aggregates spill under a memory limit.
         let what = format!("{layer} table `{name}`");
+        // Gold has no checks to run here, so a cluster's executors can write its files.
+        if let Some(engine) = self
+            .sql
+            .filter(|e| layer == Layer::Gold && e.writes_files(&location))
+        {
+            let description = self.spec.gold[name].description.clone();
+            let schema = engine.sql_schema(&what, &sql).await?;
+            let mut write = self.write(
+                name,
+                location,
+                WriteMode::Overwrite,
+                schema,
+                Vec::new(),
+                &description,
+            );
+            write.configuration.extend(configuration.drain());
+            let request = self
+                .write_on_engine(engine, write, snapshot.as_ref(), &what, &sql)
+                .await?;
+            report.rows_out = request.rows_written;
+            report.rows_in = request.rows_written;
+            report.refresh = report
+                .refresh
+                .take()
+                .map(|r| format!("{r}; files written by the cluster's executors"));
+            return self.stage_request(name, request, snapshot.as_ref(), report);
+        }
         let stream = self.table_sql(&what, &sql).await?;
         let (stream, checks) = match layer {
             Layer::Silver => {

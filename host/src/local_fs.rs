@@ -194,6 +194,9 @@ impl Storage for LocalFs {
                 if m.is_dir() {
                     dirs.push(location);
                 } else {
+                    // A link's size is its target's (a dangling one keeps its own, and reading
+                    // it fails naming it); links to folders are not followed, so no cycles.
+                    let m = fs::metadata(&location).unwrap_or(m);
                     out.push(meta(&location, &m));
                 }
             }

@@ -438,6 +438,73 @@ impl TableWriter {
         Ok(())
     }
 
+    /// The schema data files have (the table's, without partition columns).
+    pub fn file_schema(&self) -> &SchemaRef {
+        &self.file_schema
+    }
+
+    /// Adds a Parquet data file another writer put at `location`, inside the table (a
+    /// cluster's executors), to the version: its `add` comes from the file's footer, after
+    /// checking that its columns are the table's. [`TableWriter::abort`] removes it too.
+    pub async fn add_existing(&mut self, storage: &dyn Storage, location: &str) -> Result<()> {
+        let table = self.write.table.clone();
+        let fail = |message: String| Error::Table {
+            table: table.clone(),
+            message: format!("{location}: {message}"),
+        };
+        if !self.partition_columns.is_empty() {
+            return Err(fail(
+                "files written elsewhere join only unpartitioned tables".into(),
+            ));
+        }
+        let root = format!("{}/", self.write.location.trim_end_matches('/'));
+        let relative = location.strip_prefix(&root).ok_or_else(|| {
+            fail(format!(
+                "is not inside the table at {}",
+                self.write.location
+            ))
+        })?;
+        let meta = storage.head(location).await?;
+        let footer = crate::parquet_footer::read(storage, location, meta.size)
+            .await?
+            .map_err(|e| fail(format!("not a readable Parquet file: {e}")))?;
+        let columns = |s: &Schema| -> Vec<(String, DataType)> {
+            s.fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        if columns(footer.schema()) != columns(&self.file_schema) {
+            return Err(fail(format!(
+                "its columns {:?} are not the table's {:?}",
+                columns(footer.schema()),
+                columns(&self.file_schema)
+            )));
+        }
+        let metadata = footer.metadata();
+        let rows = metadata.file_metadata().num_rows().max(0) as u64;
+        let add = Add {
+            path: encode_path(relative),
+            partition_values: Default::default(),
+            size: meta.size as i64,
+            modification_time: self.write.now_ms,
+            data_change: true,
+            stats: Some(super::stats::footer_stats(metadata, &self.file_schema)),
+            tags: None,
+            deletion_vector: None,
+        };
+        self.live_files.push(LiveFile {
+            location: location.to_string(),
+            size: meta.size,
+            partition_values: vec![],
+        });
+        self.written.push(location.to_string());
+        self.bytes_written += meta.size;
+        self.rows_written += rows;
+        self.actions.push(Action::Add(add));
+        Ok(())
+    }
+
     /// Continues this version with `schema`, which adds columns to the one it began with (a
     /// later source file has more): the files written so far stay in it, their missing
     /// columns read as NULL, as Delta specifies.

@@ -9,10 +9,13 @@ use std::collections::BTreeMap;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use datafusion::arrow::compute::{cast, concat, max, max_string, min, min_string};
+use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::datatypes::{
     DataType, Date32Type, Decimal128Type, DecimalType, Float64Type, Int64Type,
     TimestampMicrosecondType,
 };
+use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -55,6 +58,75 @@ pub fn file_stats(batches: &[RecordBatch]) -> String {
                 stats.min_values.insert(field.name().clone(), lo);
                 stats.max_values.insert(field.name().clone(), hi);
             }
+        }
+    }
+    serde_json::to_string(&stats)
+        .unwrap_or_else(|_| format!("{{\"numRecords\":{}}}", stats.num_records))
+}
+
+/// Statistics of a Parquet data file another writer made (a cluster's executors), from its
+/// footer alone: the row count, and per column the null count and bounds where every row
+/// group records them exactly; what the footer does not say is left out.
+pub fn footer_stats(metadata: &ParquetMetaData, schema: &Schema) -> String {
+    let groups = metadata.row_groups();
+    let mut stats = Stats {
+        num_records: groups.iter().map(|g| g.num_rows().max(0) as usize).sum(),
+        min_values: BTreeMap::new(),
+        max_values: BTreeMap::new(),
+        null_count: BTreeMap::new(),
+    };
+    let parquet_schema = metadata.file_metadata().schema_descr();
+    for field in schema.fields() {
+        if matches!(
+            field.data_type(),
+            DataType::Struct(_) | DataType::List(_) | DataType::Map(_, _)
+        ) {
+            continue;
+        }
+        let Ok(converter) = StatisticsConverter::try_new(field.name(), schema, parquet_schema)
+        else {
+            continue;
+        };
+        let converter = converter.with_missing_null_counts_as_zero(false);
+        let Ok(nulls) = converter.row_group_null_counts(groups) else {
+            continue;
+        };
+        if nulls.null_count() > 0 {
+            continue;
+        }
+        let nulls: Vec<u64> = nulls.values().to_vec();
+        stats
+            .null_count
+            .insert(field.name().clone(), nulls.iter().sum::<u64>() as usize);
+        let (Ok(mins), Ok(maxes), Ok(min_exact), Ok(max_exact)) = (
+            converter.row_group_mins(groups),
+            converter.row_group_maxes(groups),
+            converter.row_group_is_min_value_exact(groups),
+            converter.row_group_is_max_value_exact(groups),
+        ) else {
+            continue;
+        };
+        // A group without a bound must hold only nulls, and every bound must be exact;
+        // otherwise the file's bounds are unknown.
+        let known = (0..groups.len()).all(|i| {
+            let all_null = nulls[i] == groups[i].num_rows().max(0) as u64;
+            all_null
+                || (mins.is_valid(i)
+                    && maxes.is_valid(i)
+                    && min_exact.is_valid(i)
+                    && min_exact.value(i)
+                    && max_exact.is_valid(i)
+                    && max_exact.value(i))
+        });
+        if !known {
+            continue;
+        }
+        if let (Some((lo, _)), Some((_, hi))) = (
+            bounds(field.data_type(), &mins),
+            bounds(field.data_type(), &maxes),
+        ) {
+            stats.min_values.insert(field.name().clone(), lo);
+            stats.max_values.insert(field.name().clone(), hi);
         }
     }
     serde_json::to_string(&stats)

@@ -10,10 +10,10 @@ use bytes::Bytes;
 use datafusion::arrow::array::Array;
 use datafusion::arrow::datatypes::{DataType, Field, Fields, Schema};
 use datafusion::parquet::arrow::arrow_reader::{
-    ArrowReaderMetadata, ArrowReaderOptions, ParquetRecordBatchReaderBuilder,
+    ArrowReaderMetadata, ParquetRecordBatchReaderBuilder,
 };
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::metadata::{ParquetMetaData, ParquetMetaDataReader};
+use datafusion::parquet::file::metadata::ParquetMetaData;
 use datafusion::parquet::file::reader::{ChunkReader, Length};
 
 use super::{
@@ -64,22 +64,26 @@ impl<'a> SourceParts<'a> {
         part_bytes: u64,
     ) -> Result<SourceParts<'a>> {
         let location = file.location.clone();
+        // The size now, not as listed: a listing may give a link's own size, or be older.
+        let file = &storage.head(&location).await?;
         let part_bytes = part_bytes.max(1);
         let state = if file.size <= part_bytes {
             State::Whole(file.size)
         } else {
             match format {
-                Format::Parquet => match parquet_metadata(storage, &location, file.size).await? {
-                    Ok(metadata) => State::Parquet {
-                        metadata: Arc::new(metadata),
-                        size: file.size,
-                        next_group: 0,
-                    },
-                    Err(e) => State::Ready(whole_file_rescue(
-                        &location,
-                        format!("unreadable Parquet file: {e}"),
-                    )),
-                },
+                Format::Parquet => {
+                    match crate::parquet_footer::read(storage, &location, file.size).await? {
+                        Ok(metadata) => State::Parquet {
+                            metadata: Arc::new(metadata),
+                            size: file.size,
+                            next_group: 0,
+                        },
+                        Err(e) => State::Ready(whole_file_rescue(
+                            &location,
+                            format!("unreadable Parquet file: {e}"),
+                        )),
+                    }
+                }
                 Format::Csv | Format::Ndjson => {
                     let parts = TextParts::new(&location, file.size, part_bytes, format);
                     let schema = match declared {
@@ -433,32 +437,6 @@ impl TextParts {
         let before = self.lines;
         self.lines += part.iter().filter(|b| **b == b'\n').count() as u64;
         (part, before)
-    }
-}
-
-/// A Parquet file's footer, read from its end; `Ok(Err)` when it is not one.
-async fn parquet_metadata(
-    storage: &dyn Storage,
-    location: &str,
-    size: u64,
-) -> Result<Result<ArrowReaderMetadata, String>> {
-    let mut want = 64 * 1024;
-    loop {
-        let (tail, _) = storage.read_suffix(location, want).await?;
-        let mut reader = ParquetMetaDataReader::new();
-        match reader.try_parse_sized(&tail, size) {
-            Ok(()) => {}
-            Err(ParquetError::NeedMoreData(needed)) if (needed as u64) > want => {
-                want = needed as u64;
-                continue;
-            }
-            Err(e) => return Ok(Err(e.to_string())),
-        }
-        let metadata = reader.finish().map_err(|e| e.to_string());
-        return Ok(metadata.and_then(|m| {
-            ArrowReaderMetadata::try_new(Arc::new(m), ArrowReaderOptions::default())
-                .map_err(|e| e.to_string())
-        }));
     }
 }
 

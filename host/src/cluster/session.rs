@@ -2,6 +2,7 @@
 //! streamed back here. Tables are registered as file lists ([`super::tables`]): Delta tables
 //! from their snapshot's live files, Parquet files and globs as listed here.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use ballista::prelude::SessionContextExt;
@@ -10,18 +11,21 @@ use datafusion_proto::protobuf::LogicalPlanNode;
 use futures::TryStreamExt;
 use medallion_core::arrow::array::RecordBatch;
 use medallion_core::arrow::datatypes::SchemaRef;
+use medallion_core::datafusion::datasource::file_format::format_as_file_type;
 use medallion_core::datafusion::datasource::file_format::parquet::ParquetFormat;
+use medallion_core::datafusion::datasource::file_format::parquet::ParquetFormatFactory;
 use medallion_core::datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use medallion_core::datafusion::error::DataFusionError;
 use medallion_core::datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use medallion_core::datafusion::execution::SessionStateBuilder;
+use medallion_core::datafusion::logical_expr::LogicalPlanBuilder;
 use medallion_core::datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use medallion_core::datafusion::physical_plan::{
     execute_stream, ExecutionPlan, SendableRecordBatchStream,
 };
-use medallion_core::datafusion::prelude::SessionContext;
+use medallion_core::datafusion::prelude::{cast, DataFrame, Expr, SessionContext};
 use medallion_core::delta::{self, At, LiveFile, Snapshot};
 use medallion_core::error::{Error, Result};
 use medallion_core::pipeline::SqlEngine;
@@ -174,15 +178,24 @@ impl ClusterSession {
     /// Submits `sql` as a Ballista job; its rows stream back as the executors produce them.
     /// A failure names the scheduler and the job.
     pub async fn stream(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream> {
-        let on = format!("on the Ballista cluster at df://{}", self.scheduler);
-        let df = self
-            .ctx
-            .sql(sql)
-            .await
-            .map_err(|source| Error::DataFusion {
-                context: format!("{what}: planning SQL {on}"),
-                source,
-            })?;
+        let df = self.plan_sql(what, sql).await?;
+        self.stream_df(what, df).await
+    }
+
+    fn on(&self) -> String {
+        format!("on the Ballista cluster at df://{}", self.scheduler)
+    }
+
+    async fn plan_sql(&self, what: &str, sql: &str) -> Result<DataFrame> {
+        self.ctx.sql(sql).await.map_err(|source| Error::DataFusion {
+            context: format!("{what}: planning SQL {}", self.on()),
+            source,
+        })
+    }
+
+    /// Runs `df` as a Ballista job; its rows stream back as the executors produce them.
+    async fn stream_df(&self, what: &str, df: DataFrame) -> Result<SendableRecordBatchStream> {
+        let on = self.on();
         let plan = df
             .create_physical_plan()
             .await
@@ -230,5 +243,59 @@ impl SqlEngine for ClusterSession {
 
     async fn stream_sql(&self, what: &str, sql: &str) -> Result<SendableRecordBatchStream> {
         self.stream(what, sql).await
+    }
+
+    /// Executors write a table's files themselves where they can reach its location as the
+    /// client does: a local lake (one machine, or a filesystem they share). Medallion's S3
+    /// and HTTP stores take no multipart uploads, so rows for those come back to be written.
+    fn writes_files(&self, location: &str) -> bool {
+        !medallion_core::storage::is_url(location)
+    }
+
+    async fn sql_schema(&self, what: &str, sql: &str) -> Result<SchemaRef> {
+        let df = self.plan_sql(what, sql).await?;
+        Ok(Arc::new(df.schema().as_arrow().clone()))
+    }
+
+    async fn write_files(&self, what: &str, sql: &str, schema: SchemaRef, dir: &str) -> Result<()> {
+        let df = self.plan_sql(what, sql).await?;
+        let planning = |source| Error::DataFusion {
+            context: format!("{what}: planning the write of {dir} {}", self.on()),
+            source,
+        };
+        // The files get the table's column types, as the client's own writer would cast them.
+        let columns: Vec<Expr> = df
+            .schema()
+            .columns()
+            .into_iter()
+            .zip(schema.fields())
+            .map(|(c, f)| cast(Expr::Column(c), f.data_type().clone()).alias(f.name()))
+            .collect();
+        let df = df.select(columns).map_err(planning)?;
+        let parquet = format_as_file_type(Arc::new(ParquetFormatFactory::new()));
+        let copy = LogicalPlanBuilder::copy_to(
+            df.logical_plan().clone(),
+            format!("{}/", dir.trim_end_matches('/')),
+            parquet,
+            HashMap::new(),
+            vec![],
+        )
+        .and_then(|b| b.build())
+        .map_err(planning)?;
+        let df = self
+            .ctx
+            .execute_logical_plan(copy)
+            .await
+            .map_err(planning)?;
+        let stream = self.stream_df(what, df).await?;
+        let on = self.on();
+        stream
+            .try_collect::<Vec<_>>()
+            .await
+            .map_err(|source| Error::DataFusion {
+                context: format!("{what}: writing {dir} {on}"),
+                source,
+            })?;
+        Ok(())
     }
 }
