@@ -95,6 +95,10 @@ class State:
 
     def __init__(self, fault):
         self.lock = threading.Lock()
+        # A request is logged after its answer is sent, so a client may ask for the stats
+        # before its own last request is in them; the stats wait for requests in flight.
+        self.settled = threading.Condition(self.lock)
+        self.inflight = 0
         self.etag_flips = 0  # never reset, so a flipped ETag is never seen twice
         self.reset_stats()
         self.set_fault(fault)
@@ -107,6 +111,7 @@ class State:
 
     def snapshot(self, reset):
         with self.lock:
+            self.settled.wait_for(lambda: self.inflight == 0, timeout=2.0)
             out = {"requests": self.requests, "bytes": self.bytes, "heads": self.heads,
                    "log": list(self.log)}
             if reset:
@@ -116,6 +121,7 @@ class State:
     def admit(self, method):
         """Count a served request; returns (fault mode, its 1-based number under that mode)."""
         with self.lock:
+            self.inflight += 1
             self.requests += 1
             self.heads += method == "HEAD"
             self.fault_count += 1
@@ -125,6 +131,8 @@ class State:
         with self.lock:
             self.bytes += body_bytes
             self.log.append([method, path, rng, status, body_bytes])
+            self.inflight -= 1
+            self.settled.notify_all()
 
     def next_flip(self):
         with self.lock:

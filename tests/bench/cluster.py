@@ -3,8 +3,9 @@ machine), beside DuckDB running the same SQL.
 
   local       `medallion run --engine native` (one process, all cores)
   cluster 1   `medallion run --cluster`: a scheduler and one executor (`medallion cluster …`),
-              fresh processes for the mode; silver and gold SQL run as Ballista jobs, bronze,
-              checks, writes and commits in the client
+              fresh processes for the mode; silver and gold SQL run as Ballista jobs, the
+              executors write gold's data files; bronze, silver's checks and writes, and every
+              commit in the client
   cluster 2   the same with two executors
   duckdb      the spec's SQL in DuckDB (tests/bench/guest.py's `duckdb_pipeline`), in its own
               process, every table written to Parquet
@@ -15,8 +16,8 @@ client's from wait4, the scheduler's and executors' VmHWM from /proc at the end 
 plus the machine: cores, memory, load average before and after.
 
 On one machine no speed-up is expected from the cluster: the executors share its cores, and
-every result crosses Arrow Flight to the client, which writes the data files. The figures show
-the cluster's overhead.
+silver's results cross Arrow Flight to the client, which writes them. The figures show the
+cluster's overhead.
 
 Usage: ~/.cache/medallion/venv/bin/python tests/bench/cluster.py --bin BIN [--scale 3] [--repeat 3]
 BIN must be built with `--features cluster`. Data is cached under ~/.cache/medallion/bench.
