@@ -775,31 +775,25 @@ impl Run<'_> {
         let mut parts =
             source::SourceParts::open(storage, file, format, declared, csv, part_bytes).await?;
         let tags = HashMap::from([(SOURCE_TAG.to_string(), file.location.clone())]);
-        let mut batches: Vec<RecordBatch> = Vec::new();
-        let mut bytes = 0usize;
+        let mut chunk = FileChunk::new(self.file_chunk());
         let mut files = 0usize;
-        let chunk = self.file_chunk();
         while let Some(parsed) = parts.next().await? {
             report.rows_in += parsed.rows() + parsed.rescued.len() as u64;
             rescued.extend(parsed.rescued);
             for b in &parsed.batches {
-                let b = with_lineage(b, now_us, &file.location)?;
-                bytes += b.get_array_memory_size();
-                batches.push(b);
-            }
-            if bytes >= chunk {
-                bytes = 0;
-                files += 1;
-                let batches = std::mem::take(&mut batches);
-                let tags = tags.clone();
-                ingest
-                    .add(storage, table, snapshot, DataFile { batches, tags })
-                    .await?;
+                if let Some(batches) = chunk.push(with_lineage(b, now_us, &file.location)?) {
+                    files += 1;
+                    let tags = tags.clone();
+                    ingest
+                        .add(storage, table, snapshot, DataFile { batches, tags })
+                        .await?;
+                }
             }
         }
         report.files_ingested += 1;
         // A file without rows still gets an (empty) data file, which records it as read.
-        if !batches.is_empty() || files == 0 {
+        if !chunk.is_empty() || files == 0 {
+            let batches = chunk.take();
             ingest
                 .add(storage, table, snapshot, DataFile { batches, tags })
                 .await?;
@@ -819,42 +813,27 @@ impl Run<'_> {
     ) -> Result<CommitRequest> {
         let storage = self.storage.as_ref();
         let mut writer = write.begin(base)?;
-        let mut chunk: Vec<RecordBatch> = Vec::new();
-        let mut bytes = 0usize;
-        let chunk_bytes = self.file_chunk();
+        let mut chunk = FileChunk::new(self.file_chunk());
         let written: Result<()> = async {
             while let Some(batch) = stream.next().await {
                 let batch = batch.map_err(&failed)?;
                 if batch.num_rows() == 0 {
                     continue;
                 }
-                bytes += batch.get_array_memory_size();
-                chunk.push(batch);
-                if bytes >= chunk_bytes {
-                    let batches = std::mem::take(&mut chunk);
-                    bytes = 0;
-                    writer
-                        .write_file(
-                            storage,
-                            &DataFile {
-                                batches,
-                                tags: HashMap::new(),
-                            },
-                        )
-                        .await?;
+                if let Some(batches) = chunk.push(batch) {
+                    let file = DataFile {
+                        batches,
+                        tags: HashMap::new(),
+                    };
+                    writer.write_file(storage, &file).await?;
                 }
             }
             if !chunk.is_empty() || writer.rows_written() == 0 {
-                let batches = std::mem::take(&mut chunk);
-                writer
-                    .write_file(
-                        storage,
-                        &DataFile {
-                            batches,
-                            tags: HashMap::new(),
-                        },
-                    )
-                    .await?;
+                let file = DataFile {
+                    batches: chunk.take(),
+                    tags: HashMap::new(),
+                };
+                writer.write_file(storage, &file).await?;
             }
             Ok(())
         }
@@ -1826,6 +1805,39 @@ struct NewRows<'a> {
     input: &'a str,
     files: Vec<LiveFile>,
     aggregate: Option<incremental::AggregateMerge>,
+}
+
+/// Rows gathered for one data file until they reach its size ([`Run::file_chunk`]).
+struct FileChunk {
+    batches: Vec<RecordBatch>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl FileChunk {
+    fn new(limit: usize) -> Self {
+        Self {
+            batches: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Adds `batch`; returns the rows gathered once they fill a data file.
+    fn push(&mut self, batch: RecordBatch) -> Option<Vec<RecordBatch>> {
+        self.bytes += batch.get_array_memory_size();
+        self.batches.push(batch);
+        (self.bytes >= self.limit).then(|| self.take())
+    }
+
+    fn take(&mut self) -> Vec<RecordBatch> {
+        self.bytes = 0;
+        std::mem::take(&mut self.batches)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.batches.is_empty()
+    }
 }
 
 /// A bronze table's new source files being written as they are parsed, one data file each,

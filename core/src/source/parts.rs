@@ -36,7 +36,7 @@ pub struct SourceParts<'a> {
 
 enum State {
     /// Small enough to read whole, exactly as before parts existed.
-    Whole(u64),
+    Whole,
     /// The file's only part, already known (a schema that cannot be inferred).
     Ready(Parsed),
     Text {
@@ -64,12 +64,12 @@ impl<'a> SourceParts<'a> {
         part_bytes: u64,
     ) -> Result<SourceParts<'a>> {
         let location = file.location.clone();
-        // The size now, not as listed: a listing may give a link's own size, or be older.
-        let file = &storage.head(&location).await?;
         let part_bytes = part_bytes.max(1);
         let state = if file.size <= part_bytes {
-            State::Whole(file.size)
+            State::Whole
         } else {
+            // Parts stop at the size: take it now, not as listed, which may be older.
+            let file = &storage.head(&location).await?;
             match format {
                 Format::Parquet => {
                     match crate::parquet_footer::read(storage, &location, file.size).await? {
@@ -116,10 +116,10 @@ impl<'a> SourceParts<'a> {
         let location = self.location.as_str();
         match &mut self.state {
             State::Done => Ok(None),
-            State::Whole(size) => {
-                let size = *size;
+            State::Whole => {
                 self.state = State::Done;
-                let bytes = self.storage.read_range(location, 0..size).await?;
+                // One request where the runtime can (an S3 GET), as for any small file.
+                let bytes = self.storage.read(location).await?;
                 let declared = self.declared.as_ref();
                 Ok(Some(parse(
                     location,
@@ -504,6 +504,26 @@ mod tests {
     use datafusion::parquet::arrow::ArrowWriter;
     use datafusion::parquet::file::properties::WriterProperties;
 
+    /// Every part of the file at `location`, read in parts of `part_bytes`.
+    async fn read_parts(
+        storage: &MemoryStorage,
+        location: &str,
+        format: Format,
+        declared: Option<&Schema>,
+        csv: &CsvOptions,
+        part_bytes: u64,
+    ) -> Vec<Parsed> {
+        let meta = storage.head(location).await.unwrap();
+        let mut parts = SourceParts::open(storage, &meta, format, declared, csv, part_bytes)
+            .await
+            .unwrap();
+        let mut all = Vec::new();
+        while let Some(p) = parts.next().await.unwrap() {
+            all.push(p);
+        }
+        all
+    }
+
     /// Reads `data` in parts of every size from 1 byte up and checks each reading against
     /// reading the file whole: the same rows, types and rescued lines.
     fn same_as_whole(format: Format, data: &[u8], declared: Option<&Schema>, csv: &CsvOptions) {
@@ -511,20 +531,15 @@ mod tests {
             let storage = MemoryStorage::new();
             let bytes = Bytes::copy_from_slice(data);
             storage.put("/src/f", bytes.clone()).await.unwrap();
-            let meta = storage.head("/src/f").await.unwrap();
             let whole = parse("/src/f", format, &bytes, declared, csv);
             let (whole_rows, whole_rescued) = flatten(whole);
             for part_bytes in (1..=data.len() as u64 + 1).chain([4096]) {
-                let mut parts =
-                    SourceParts::open(&storage, &meta, format, declared, csv, part_bytes)
-                        .await
-                        .unwrap();
+                let parts = read_parts(&storage, "/src/f", format, declared, csv, part_bytes).await;
+                let n = parts.len();
                 let mut all = Parsed::default();
-                let mut n = 0;
-                while let Some(p) = parts.next().await.unwrap() {
+                for p in parts {
                     all.batches.extend(p.batches);
                     all.rescued.extend(p.rescued);
-                    n += 1;
                 }
                 let (rows, rescued) = flatten(all);
                 assert_eq!(
@@ -638,23 +653,13 @@ not json
                 .put("/src/p", Bytes::from(out.clone()))
                 .await
                 .unwrap();
-            let meta = storage.head("/src/p").await.unwrap();
-            let mut parts = SourceParts::open(
-                &storage,
-                &meta,
-                Format::Parquet,
-                None,
-                &CsvOptions::default(),
-                1024,
-            )
-            .await
-            .unwrap();
+            let csv = CsvOptions::default();
+            let parts = read_parts(&storage, "/src/p", Format::Parquet, None, &csv, 1024).await;
+            let n = parts.len();
             let mut batches = Vec::new();
-            let mut n = 0;
-            while let Some(p) = parts.next().await.unwrap() {
+            for p in parts {
                 assert!(p.rescued.is_empty());
                 batches.extend(p.batches);
-                n += 1;
             }
             assert_eq!(n, 8, "one part per row group of 128 rows");
             assert_eq!(concat_batches(&batch.schema(), &batches).unwrap(), batch);
@@ -664,25 +669,15 @@ not json
             let at = broken.len() - 12;
             broken[at..at + 4].copy_from_slice(&[0xff; 4]);
             storage.put("/src/b", Bytes::from(broken)).await.unwrap();
-            let meta = storage.head("/src/b").await.unwrap();
-            let mut parts = SourceParts::open(
-                &storage,
-                &meta,
-                Format::Parquet,
-                None,
-                &CsvOptions::default(),
-                1024,
-            )
-            .await
-            .unwrap();
-            let p = parts.next().await.unwrap().unwrap();
+            let parts = read_parts(&storage, "/src/b", Format::Parquet, None, &csv, 1024).await;
+            assert_eq!(parts.len(), 1, "nothing after the rescued entry");
+            let p = &parts[0];
             assert_eq!(p.rows(), 0);
             assert!(
                 p.rescued[0].error.contains("unreadable Parquet"),
                 "{:?}",
                 p.rescued
             );
-            assert!(parts.next().await.unwrap().is_none());
         });
     }
 }
