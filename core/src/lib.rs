@@ -36,6 +36,7 @@ pub mod error;
 pub mod extract;
 pub mod incremental;
 pub mod inspect;
+pub mod late_materialisation;
 pub mod latest_table;
 mod parquet_footer;
 pub mod pipeline;

@@ -25,11 +25,12 @@ use object_store::path::Path;
 
 use crate::bridge::object_store::{register_for, route};
 use crate::bridge::parquet_reader::{
-    load_metadata, ParquetReading, ReadSettings, StorageReaderFactory,
+    load_metadata, FilterPushdown, ParquetReading, ReadSettings, StorageReaderFactory,
 };
-use crate::bridge::{share, unshare, Shared};
+use crate::bridge::{seam, share, unshare, Shared};
 use crate::delta::{self, partition_fields, At, LiveFile, Snapshot};
 use crate::error::{Context, Error, Result};
+use crate::late_materialisation;
 use crate::source::resolve_files;
 use crate::storage::Storage;
 
@@ -287,6 +288,46 @@ impl ParquetFilesTable {
         ))
     }
 
+    /// Whether the scan decodes the filter's columns first (see [`late_materialisation`]);
+    /// `Auto` judges by the footer of the scan's first file, which the scan reads anyway.
+    async fn late_materialise(
+        &self,
+        filters: &[Expr],
+        projection: Option<&Vec<usize>>,
+        (first, size): (Path, u64),
+        reading: &ParquetReading,
+    ) -> bool {
+        let mode = reading.settings.filter_pushdown;
+        if mode == FilterPushdown::Auto && !late_materialisation::has_equality(filters) {
+            return false;
+        }
+        let columns: Vec<&str> = match projection {
+            Some(p) => p
+                .iter()
+                .map(|&i| self.schema.field(i).name().as_str())
+                .collect(),
+            None => self
+                .schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .collect(),
+        };
+        let footer = match mode {
+            FilterPushdown::Auto => {
+                let location = crate::storage::join(&self.prefix, first.as_ref());
+                let storage = unshare(&self.storage);
+                // A footer that cannot be read fails the scan itself, with its own error.
+                seam(async move { load_metadata(&storage, &location, Some(size), reading).await })
+                    .await
+                    .ok()
+                    .map(|(m, _)| m)
+            }
+            _ => None,
+        };
+        late_materialisation::push_down(mode, filters, &columns, footer.as_deref())
+    }
+
     /// Which files may hold rows matching `filters`: those whose partition values pass every
     /// filter that reads only partition columns (NULL counts as not passing, as in WHERE).
     fn files_matching(
@@ -368,6 +409,7 @@ impl TableProvider for ParquetFilesTable {
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
+        let first = (files[0].0.clone(), files[0].1);
         let groups_n = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_n];
         for (i, (path, size, values)) in files.into_iter().enumerate() {
@@ -386,6 +428,13 @@ impl TableProvider for ParquetFilesTable {
         let reading = reading_of(state.config());
         let mut options = state.table_options().parquet.clone();
         options.global.enable_page_index = reading.settings.page_index;
+        if self
+            .late_materialise(filters, projection, first, &reading)
+            .await
+        {
+            options.global.pushdown_filters = true;
+            options.global.reorder_filters = true;
+        }
         let table_schema = TableSchema::builder(self.file_schema.clone())
             .with_table_partition_cols(self.partition_fields.clone())
             .build();

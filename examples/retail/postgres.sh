@@ -23,7 +23,7 @@ fi
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
 if [ -z "${MEDALLION:-}" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/medallion/target}"
-  echo "building medallion (examples/retail/demo.sh installs what the build needs) …" >&2
+  echo "building medallion and its wasmtime guest (which needs the wasm32-wasip1 target, clang and wasi-libc; tests/run.sh installs them) …" >&2
   cargo build --quiet --bin medallion
   MEDALLION="$CARGO_TARGET_DIR/debug/medallion"
 fi

@@ -36,10 +36,11 @@ export interface CreateOptions {
    */
   memoryLimit?: number;
   /**
-   * Late materialisation (default false): a filter's columns are fetched and decoded first, the
-   * others only where rows pass. A point lookup then reads ~the filter column (TPC-H SF1
-   * lineitem in Chromium: 0.3 MB instead of 4.3 MB, warm 17 ms instead of 62 ms); scans pay
-   * twice the requests (Q6 cold 3× slower), hence off unless asked for.
+   * Late materialisation: a filter's columns are fetched and decoded first, the others only
+   * where rows pass. Unset, the engine decides per scan: on for a filter with an equality
+   * (`col = v`, `col IN (…)`) whose columns hold at most a quarter of the bytes the scan reads
+   * (a point lookup then reads ~the filter column), off otherwise (a range filter that keeps
+   * most rows would pay twice the requests). `true` / `false` force it on / off.
    */
   pushdownFilters?: boolean;
   /** Access to an S3(-compatible) bucket, for `s3://bucket/key` tables, sources and lakes. */

@@ -204,7 +204,7 @@ export class Medallion {
    * `timeoutMs`, `retries`, `maxFullBody`, `cacheBytes` (memory for byte ranges reused by
    * later calls while their file is unchanged; 0 = none), `memoryLimit` (bytes sorts, joins
    * and aggregates may hold; over it a query fails naming its table), `pushdownFilters` (read a filter's
-   * columns first: for point lookups), and `s3` for `s3://bucket/key` locations:
+   * columns first; unset: for point lookups only), and `s3` for `s3://bucket/key` locations:
    * `{ region, endpoint?, pathStyle?, singleWriter? }` with one way to sign —
    * `accessKeyId`, `secretAccessKey`, `sessionToken?` (Node, edge workers), `sign`
    * (browser pages: `async ({ method, url, headers }) => ({ url, headers })`, done by your

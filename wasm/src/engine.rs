@@ -8,7 +8,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 
 use js_sys::{Function, Promise, Uint8Array};
-use medallion_core::bridge::parquet_reader::ReadSettings;
+use medallion_core::bridge::parquet_reader::{FilterPushdown, ReadSettings};
 use medallion_core::clock::Clock;
 use medallion_core::datafusion::prelude::SessionContext;
 use medallion_core::delta::At;
@@ -220,6 +220,11 @@ impl Engine {
             prefetch_row_groups: o
                 .prefetch_row_groups
                 .unwrap_or(defaults.prefetch_row_groups),
+            filter_pushdown: match o.pushdown_filters {
+                None => FilterPushdown::Auto,
+                Some(true) => FilterPushdown::Always,
+                Some(false) => FilterPushdown::Never,
+            },
             ..defaults
         };
         let engine = EngineOptions {
@@ -261,15 +266,6 @@ impl Engine {
         let counting = Arc::new(CountingStorage::new(storage.clone()));
         let io = counting.stats();
         let ctx = new_context(engine);
-        if let Some(pushdown) = o.pushdown_filters {
-            // Late materialisation: the filter's columns are fetched and decoded first, and the
-            // other columns only where rows pass (none fetched for a row group with no match).
-            let state = ctx.state_ref();
-            let mut state = state.write();
-            let parquet = &mut state.table_options_mut().parquet.global;
-            parquet.pushdown_filters = pushdown;
-            parquet.reorder_filters = pushdown;
-        }
         Ok(Engine {
             inner: Rc::new(Inner {
                 ctx,

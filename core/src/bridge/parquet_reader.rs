@@ -50,6 +50,22 @@ pub struct ReadSettings {
     /// row groups along with the current one, so that latency is paid once per batch of row
     /// groups instead of once per row group.
     pub prefetch_row_groups: usize,
+    /// When a scan reads its filter's columns first and the other columns only where rows
+    /// pass (late materialisation).
+    pub filter_pushdown: FilterPushdown,
+}
+
+/// When a scan decodes its filter's columns before the others (see [`ReadSettings`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FilterPushdown {
+    /// For a filter with an equality (`col = v`, `col IN (…)`) whose columns hold at most a
+    /// quarter of the bytes the scan reads: a point lookup. A range filter that keeps most
+    /// rows, or one over most of the bytes, would read twice for little.
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Default for ReadSettings {
@@ -62,6 +78,7 @@ impl Default for ReadSettings {
             max_in_flight: 6,
             page_index: true,
             prefetch_row_groups: 8,
+            filter_pushdown: FilterPushdown::Auto,
         }
     }
 }
