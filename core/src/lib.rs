@@ -31,6 +31,7 @@ pub use datafusion::parquet;
 pub mod bridge;
 pub mod clock;
 pub mod dag;
+pub mod decimal_arithmetic;
 pub mod delta;
 pub mod error;
 pub mod extract;

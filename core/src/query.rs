@@ -28,6 +28,7 @@ use crate::bridge::parquet_reader::{
     load_metadata, FilterPushdown, ParquetReading, ReadSettings, StorageReaderFactory,
 };
 use crate::bridge::{seam, share, unshare, Shared};
+use crate::decimal_arithmetic::DecimalArithmetic;
 use crate::delta::{self, partition_fields, At, LiveFile, Snapshot};
 use crate::error::{Context, Error, Result};
 use crate::late_materialisation;
@@ -83,7 +84,13 @@ pub fn new_context(opts: EngineOptions) -> SessionContext {
         settings: opts.reading,
         ..Default::default()
     }));
-    match opts.memory_limit {
+    let ctx = context_with_memory(config, opts.memory_limit);
+    ctx.add_optimizer_rule(Arc::new(DecimalArithmetic));
+    ctx
+}
+
+fn context_with_memory(config: SessionConfig, memory_limit: Option<usize>) -> SessionContext {
+    match memory_limit {
         None => SessionContext::new_with_config(config),
         Some(limit) => {
             use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
