@@ -35,6 +35,7 @@ pub mod decimal_arithmetic;
 pub mod delta;
 pub mod error;
 pub mod extract;
+pub mod first_per_key;
 pub mod incremental;
 pub mod inspect;
 pub mod late_materialisation;

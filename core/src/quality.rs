@@ -25,6 +25,7 @@ use datafusion::prelude::SessionContext;
 use futures::StreamExt;
 
 use crate::error::{Context, Error, Result};
+use crate::first_per_key::first_per_key;
 use crate::report::ExpectationReport;
 use crate::spec::{ApplyChanges, Dedupe, OnViolation, SilverTable};
 use crate::types::parse_type_name;
@@ -103,14 +104,16 @@ pub async fn clean_stream(
     });
     let checked: SendableRecordBatchStream =
         Box::pin(RecordBatchStreamAdapter::new(cast_schema.clone(), checked));
-    let (what, sql) = match (&spec.dedupe, &spec.apply_changes) {
+    let (what, sql, keys) = match (&spec.dedupe, &spec.apply_changes) {
         (Some(d), _) => (
             format!("table `{table}`: dedupe"),
             dedupe_sql(table, d, &cast_schema)?,
+            Some(key_indices(table, d, &cast_schema)?),
         ),
         (None, Some(a)) => (
             format!("table `{table}`: apply_changes"),
             apply_changes_sql(table, a, &cast_schema)?,
+            None,
         ),
         (None, None) => {
             return Ok(Cleaning {
@@ -132,10 +135,11 @@ pub async fn clean_stream(
     let stream = crate::query::stream_sql(ctx, &what, &sql).await;
     // The plan holds the source now; the name is free for the next table.
     let _ = ctx.deregister_table(INPUT);
-    Ok(Cleaning {
-        stream: stream?,
-        checks,
-    })
+    let stream = match keys {
+        Some(keys) => first_per_key(stream?, &keys).context(|| what.clone())?,
+        None => stream?,
+    };
+    Ok(Cleaning { stream, checks })
 }
 
 /// The name the rows being deduplicated or applied are read under.
@@ -520,14 +524,28 @@ fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema) -> Result<String> {
         })
         .map(|f| format!("{} ASC NULLS LAST", quote(f.name())))
         .collect();
-    let mut order = vec![format!("{} DESC NULLS LAST", quote(&d.order_by))];
+    // Sorted by key, then best first: [`first_per_key`] keeps the first row of each key, the
+    // one `row_number() OVER (PARTITION BY key ORDER BY …) = 1` would keep.
+    let mut order: Vec<String> = d.key.iter().map(|k| format!("{} ASC", quote(k))).collect();
+    order.push(format!("{} DESC NULLS LAST", quote(&d.order_by)));
     order.extend(tiebreak);
-    let sql = format!(
-        "SELECT * EXCLUDE (__medallion_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS __medallion_rn FROM {INPUT}) WHERE __medallion_rn = 1",
-        d.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
-        order.join(", "),
-    );
-    Ok(sql)
+    Ok(format!(
+        "SELECT * FROM {INPUT} ORDER BY {}",
+        order.join(", ")
+    ))
+}
+
+/// The positions of a dedupe's key columns in the table's columns.
+fn key_indices(table: &str, d: &Dedupe, schema: &Schema) -> Result<Vec<usize>> {
+    d.key
+        .iter()
+        .map(|k| {
+            schema.index_of(k).map_err(|_| Error::Table {
+                table: table.to_string(),
+                message: format!("dedupe names unknown column `{k}`"),
+            })
+        })
+        .collect()
 }
 
 /// Applies change events by key. For each key the events are ordered by `sequence_by`

@@ -174,7 +174,7 @@ pub(crate) fn ndjson_rows(
 
 /// The schema NDJSON rows infer.
 pub(crate) fn infer_ndjson(rows: &[JsonRow]) -> std::result::Result<Schema, String> {
-    infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v.clone())))
+    infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v)))
         .map_err(|e| format!("cannot infer a schema: {e}"))
 }
 
@@ -198,21 +198,18 @@ pub(crate) fn parse_ndjson_part(
             .with_batch_size(rows.len() + 1)
             .build_decoder()
             .map_err(|e| e.to_string())?;
-        let mut text = String::new();
+        // Line by line: the decoder keeps its state between calls, and the rows need not be
+        // copied into one text first.
         for (_, line, _) in rows {
-            text.push_str(line);
-            text.push('\n');
-        }
-        let mut rest = text.as_bytes();
-        while !rest.is_empty() {
-            let n = decoder.decode(rest).map_err(|e| e.to_string())?;
-            if n == 0 {
-                if rest.iter().all(u8::is_ascii_whitespace) {
-                    break;
+            for mut rest in [line.as_bytes(), b"\n"] {
+                while !rest.is_empty() {
+                    let n = decoder.decode(rest).map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("the JSON decoder stopped before the end of the input".into());
+                    }
+                    rest = &rest[n..];
                 }
-                return Err("the JSON decoder stopped before the end of the input".into());
             }
-            rest = &rest[n..];
         }
         decoder.flush().map_err(|e| e.to_string())
     };
