@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
-use medallion_core::pipeline::RunOptions;
+use medallion_core::pipeline::{RunOptions, TableState};
 use medallion_core::query::EngineOptions;
 use medallion_core::report::RunReport;
 use medallion_core::spec::PipelineSpec;
@@ -79,11 +79,18 @@ pub async fn run_spec(
         return report.map_err(|e| failed(spec_path, e, &pulled));
     }
     let report = match guest.engine {
-        Engine::Native => {
+        // Under a memory limit, one table at a time: each table's session holds the whole
+        // limit.
+        Engine::Native if opts.engine.memory_limit.is_some() => {
             medallion_core::pipeline::run(&spec, storage, &SystemClock::new(), &opts, &|event| {
                 progress.on(event)
             })
             .await
+        }
+        Engine::Native => {
+            let result = run_native_levels(spec, opts, storage, &guest, progress.clone()).await;
+            progress.finish();
+            return result.map_err(|e| failed(spec_path, e, &pulled));
         }
         Engine::Guest => {
             // Parallelism comes from instances.
@@ -114,6 +121,48 @@ pub async fn run_spec(
     };
     progress.finish();
     report.map_err(|e| failed(spec_path, anyhow::Error::from(e), &pulled))
+}
+
+/// The pipeline run in this process with the tables of each level of its graph built at once,
+/// each in its own session on its own thread (bronze parsing is one thread per table),
+/// staged and then committed together as guest instances' are ([`guest::job::run_levels`]).
+async fn run_native_levels(
+    spec: PipelineSpec,
+    opts: RunOptions,
+    storage: Arc<CountingStorage>,
+    guest: &GuestArgs,
+    progress: Arc<RunProgress>,
+) -> anyhow::Result<RunReport> {
+    let shown = progress.clone();
+    let ctx = guest::Context {
+        storage: storage.clone(),
+        grants: Arc::new(guest::job::pipeline_grants(&spec, &opts)),
+        limits: guest.limits(),
+        started: std::time::Instant::now(),
+        runtime: tokio::runtime::Handle::current(),
+        progress: Arc::new(move |event| shown.on_guest(event)),
+    };
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let report = tokio::task::spawn_blocking(move || {
+        let stage = |table: &str, inputs: Vec<&TableState>| {
+            let inputs: Vec<TableState> = inputs.into_iter().cloned().collect();
+            let storage: Arc<dyn medallion_core::storage::Storage> = ctx.storage.clone();
+            ctx.runtime
+                .block_on(medallion_core::pipeline::stage(
+                    &spec,
+                    storage,
+                    &SystemClock::new(),
+                    &opts,
+                    &[table.to_string()],
+                    &inputs,
+                    &|event| progress.on(event),
+                ))
+                .map_err(guest::GuestError::InProcess)
+        };
+        guest::job::run_levels(&stage, &ctx, &spec, &opts, workers)
+    })
+    .await?;
+    Ok(report?)
 }
 
 /// The pipeline run natively in this process (bronze ingestion, checks, writes, commits) with

@@ -1,5 +1,6 @@
 //! Jobs for the guest: a pipeline run staged across parallel instances and committed once,
-//! and a query in one instance.
+//! and a query in one instance. Native runs use the same level-by-level staging
+//! ([`run_levels`]) with tables staged in this process, on threads.
 //!
 //! A pipeline run goes level by level through the table graph ([`Dag::levels`]): the tables
 //! of one level read only tables of earlier levels, so each is built in its own instance, up
@@ -46,6 +47,11 @@ pub fn pipeline_grants(spec: &PipelineSpec, opts: &RunOptions) -> Grants {
     grants
 }
 
+/// Stages one table, given the staged states of the tables it reads: in a guest instance, or
+/// in this process. Called from several threads at once.
+pub type StageTable<'a> =
+    dyn Fn(&str, Vec<&TableState>) -> Result<pipeline::Staged, GuestError> + Sync + 'a;
+
 /// Runs a pipeline in guest instances, `instances` at a time. `spec_text` is the spec's TOML
 /// (what the guests parse), `spec` the same parsed. Blocks.
 pub fn run_pipeline(
@@ -55,6 +61,36 @@ pub fn run_pipeline(
     spec: &PipelineSpec,
     opts: &RunOptions,
     instances: usize,
+) -> Result<RunReport, GuestError> {
+    let stage = |table: &str, inputs: Vec<&TableState>| {
+        let request = json!({
+            "op": "stage",
+            "spec": spec_text,
+            "options": opts,
+            "tables": [table],
+            "inputs": inputs,
+        });
+        let what = format!("building table `{table}`");
+        guest
+            .call(ctx, &what, request.to_string().as_bytes())
+            .and_then(|(header, _)| {
+                serde_json::from_value(header["ok"].clone()).map_err(|e| GuestError::Failed {
+                    what: what.clone(),
+                    message: format!("the guest's answer is not valid: {e}"),
+                })
+            })
+    };
+    run_levels(&stage, ctx, spec, opts, instances)
+}
+
+/// Runs a pipeline level by level, the tables of a level staged by `stage` up to `workers`
+/// at a time, then commits them all (see the module's comment). Blocks.
+pub fn run_levels(
+    stage: &StageTable,
+    ctx: &Context,
+    spec: &PipelineSpec,
+    opts: &RunOptions,
+    workers: usize,
 ) -> Result<RunReport, GuestError> {
     let started = Instant::now();
     let dag = dag::plan(spec).map_err(|e| GuestError::Failed {
@@ -79,9 +115,7 @@ pub fn run_pipeline(
     let mut io = IoCounts::default();
     for level in dag.levels() {
         let t = Instant::now();
-        let results = stage_level(
-            guest, ctx, spec_text, opts, &dag, &level, &states, instances,
-        );
+        let results = stage_level(stage, &dag, &level, &states, workers);
         let mut failure = None;
         for (table, result) in level.iter().zip(results) {
             let result = result.and_then(|staged| {
@@ -168,23 +202,19 @@ fn level_name(spec: &PipelineSpec, level: &[String]) -> String {
         .join(", ")
 }
 
-/// Stages each table of a level in its own instance, at most `instances` at once; results
-/// in the level's order. Staged files of a failed level are removed by the caller.
-#[allow(clippy::too_many_arguments)]
+/// Stages each table of a level with `stage`, at most `workers` at once; results in the
+/// level's order. Staged files of a failed level are removed by the caller.
 fn stage_level(
-    guest: &Guest,
-    ctx: &Context,
-    spec_text: &str,
-    opts: &RunOptions,
+    stage: &StageTable,
     dag: &Dag,
     level: &[String],
     states: &HashMap<String, TableState>,
-    instances: usize,
+    workers: usize,
 ) -> Vec<Result<pipeline::Staged, GuestError>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<Result<pipeline::Staged, GuestError>>>> =
         Mutex::new((0..level.len()).map(|_| None).collect());
-    let workers = instances.clamp(1, level.len().max(1));
+    let workers = workers.clamp(1, level.len().max(1));
     std::thread::scope(|scope| {
         for _ in 0..workers {
             scope.spawn(|| loop {
@@ -194,24 +224,7 @@ fn stage_level(
                     .iter()
                     .filter_map(|t| states.get(t))
                     .collect();
-                let request = json!({
-                    "op": "stage",
-                    "spec": spec_text,
-                    "options": opts,
-                    "tables": [table],
-                    "inputs": inputs,
-                });
-                let what = format!("building table `{table}`");
-                let result = guest
-                    .call(ctx, &what, request.to_string().as_bytes())
-                    .and_then(|(header, _)| {
-                        serde_json::from_value(header["ok"].clone()).map_err(|e| {
-                            GuestError::Failed {
-                                what: what.clone(),
-                                message: format!("the guest's answer is not valid: {e}"),
-                            }
-                        })
-                    });
+                let result = stage(table, inputs);
                 if let Ok(mut r) = results.lock() {
                     r[i] = Some(result);
                 }

@@ -152,6 +152,9 @@ pub enum GuestError {
     /// Committing the staged tables failed; the core's error says which committed.
     #[error("committing: {0}")]
     Commit(#[source] medallion_core::Error),
+    /// A table staged in this process (`--engine native`) failed, as the core says.
+    #[error(transparent)]
+    InProcess(medallion_core::Error),
     #[error("the guest crashed while {what}: {message}{}", fmt_log(.log))]
     Crashed {
         what: String,
