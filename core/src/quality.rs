@@ -16,6 +16,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::streaming::StreamingTable;
 use datafusion::common::DFSchema;
 use datafusion::error::DataFusionError;
+use datafusion::execution::memory_pool::MemoryLimit;
 use datafusion::execution::TaskContext;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -105,11 +106,19 @@ pub async fn clean_stream(
     let checked: SendableRecordBatchStream =
         Box::pin(RecordBatchStreamAdapter::new(cast_schema.clone(), checked));
     let (what, sql, keys) = match (&spec.dedupe, &spec.apply_changes) {
-        (Some(d), _) => (
-            format!("table `{table}`: dedupe"),
-            dedupe_sql(table, d, &cast_schema)?,
-            Some(key_indices(table, d, &cast_schema)?),
-        ),
+        (Some(d), _) => {
+            let bounded = !matches!(
+                ctx.runtime_env().memory_pool.memory_limit(),
+                MemoryLimit::Infinite
+            );
+            (
+                format!("table `{table}`: dedupe"),
+                dedupe_sql(table, d, &cast_schema, bounded)?,
+                (!bounded)
+                    .then(|| key_indices(table, d, &cast_schema))
+                    .transpose()?,
+            )
+        }
         (None, Some(a)) => (
             format!("table `{table}`: apply_changes"),
             apply_changes_sql(table, a, &cast_schema)?,
@@ -501,8 +510,9 @@ pub(crate) fn quote(ident: &str) -> String {
 }
 
 /// Keeps, for each key, the row with the greatest `order_by`. Ties are broken by the other
-/// columns so that every runtime keeps the same row.
-fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema) -> Result<String> {
+/// columns so that every runtime keeps the same row. Without a memory limit the SQL only
+/// sorts, and [`first_per_key`] keeps the rows.
+fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema, bounded: bool) -> Result<String> {
     for col in d.key.iter().chain(std::iter::once(&d.order_by)) {
         if schema.field_with_name(col).is_err() {
             return Err(Error::Table {
@@ -524,11 +534,22 @@ fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema) -> Result<String> {
         })
         .map(|f| format!("{} ASC NULLS LAST", quote(f.name())))
         .collect();
-    // Sorted by key, then best first: [`first_per_key`] keeps the first row of each key, the
-    // one `row_number() OVER (PARTITION BY key ORDER BY …) = 1` would keep.
-    let mut order: Vec<String> = d.key.iter().map(|k| format!("{} ASC", quote(k))).collect();
-    order.push(format!("{} DESC NULLS LAST", quote(&d.order_by)));
+    let mut order = vec![format!("{} DESC NULLS LAST", quote(&d.order_by))];
     order.extend(tiebreak);
+    if bounded {
+        // Under a memory limit, the window: DataFusion repartitions it by key, and each
+        // partition's sort merges its own spills. The merge of one sort's spills over all rows
+        // did not fit a 128 MiB limit (tests/memory.py).
+        return Ok(format!(
+            "SELECT * EXCLUDE (__medallion_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS __medallion_rn FROM {INPUT}) WHERE __medallion_rn = 1",
+            d.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
+            order.join(", "),
+        ));
+    }
+    // Sorted by key, then best first: [`first_per_key`] keeps the first row of each key, the
+    // one the window keeps.
+    let keys = d.key.iter().map(|k| format!("{} ASC", quote(k)));
+    let order: Vec<String> = keys.chain(order).collect();
     Ok(format!(
         "SELECT * FROM {INPUT} ORDER BY {}",
         order.join(", ")
