@@ -107,10 +107,11 @@ pub async fn clean_stream(
         Box::pin(RecordBatchStreamAdapter::new(cast_schema.clone(), checked));
     let (what, sql, keys) = match (&spec.dedupe, &spec.apply_changes) {
         (Some(d), _) => {
-            let bounded = !matches!(
-                ctx.runtime_env().memory_pool.memory_limit(),
-                MemoryLimit::Infinite
-            );
+            // Only sorts that spill need the window (see `dedupe_sql`); where there is no
+            // disk (browsers, the guest), either form holds all rows in memory.
+            let runtime = ctx.runtime_env();
+            let bounded = !matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite)
+                && runtime.disk_manager.tmp_files_enabled();
             (
                 format!("table `{table}`: dedupe"),
                 dedupe_sql(table, d, &cast_schema, bounded)?,
@@ -537,8 +538,8 @@ fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema, bounded: bool) -> Result
     let mut order = vec![format!("{} DESC NULLS LAST", quote(&d.order_by))];
     order.extend(tiebreak);
     if bounded {
-        // Under a memory limit, the window: DataFusion repartitions it by key, and each
-        // partition's sort merges its own spills. The merge of one sort's spills over all rows
+        // Under a memory limit with a disk to spill to, the window: DataFusion repartitions
+        // it by key, and each partition's sort merges its own spills. The merge of one sort's spills over all rows
         // did not fit a 128 MiB limit (tests/memory.py).
         return Ok(format!(
             "SELECT * EXCLUDE (__medallion_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS __medallion_rn FROM {INPUT}) WHERE __medallion_rn = 1",
