@@ -14,4 +14,4 @@ echo "building medallion (the first build takes a while; progress below) …" >&
 MEDALLION_SKIP_GUEST_BUILD=1 cargo build --bin medallion
 bin="$CARGO_TARGET_DIR/debug/medallion"
 "$bin" demo --engine native "$@"
-echo "the CLI: $bin (e.g. $bin query \"SELECT * FROM low_stock_alerts\" --lake lake)" >&2
+echo "the CLI: $bin (e.g. $bin query --engine native \"SELECT * FROM low_stock_alerts\" --lake lake; --engine guest needs the guest module: cargo build --bin medallion)" >&2
