@@ -112,13 +112,8 @@ pub async fn clean_stream(
             let runtime = ctx.runtime_env();
             let bounded = !matches!(runtime.memory_pool.memory_limit(), MemoryLimit::Infinite)
                 && runtime.disk_manager.tmp_files_enabled();
-            (
-                format!("table `{table}`: dedupe"),
-                dedupe_sql(table, d, &cast_schema, bounded)?,
-                (!bounded)
-                    .then(|| key_indices(table, d, &cast_schema))
-                    .transpose()?,
-            )
+            let (sql, keys) = dedupe_sql(table, d, &cast_schema, bounded)?;
+            (format!("table `{table}`: dedupe"), sql, keys)
         }
         (None, Some(a)) => (
             format!("table `{table}`: apply_changes"),
@@ -511,9 +506,14 @@ pub(crate) fn quote(ident: &str) -> String {
 }
 
 /// Keeps, for each key, the row with the greatest `order_by`. Ties are broken by the other
-/// columns so that every runtime keeps the same row. Without a memory limit the SQL only
-/// sorts, and [`first_per_key`] keeps the rows.
-fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema, bounded: bool) -> Result<String> {
+/// columns so that every runtime keeps the same row. Unless its sorts spill (`bounded`), the
+/// SQL only sorts, and [`first_per_key`] keeps the rows of the key columns returned.
+fn dedupe_sql(
+    table: &str,
+    d: &Dedupe,
+    schema: &Schema,
+    bounded: bool,
+) -> Result<(String, Option<Vec<usize>>)> {
     for col in d.key.iter().chain(std::iter::once(&d.order_by)) {
         if schema.field_with_name(col).is_err() {
             return Err(Error::Table {
@@ -539,35 +539,26 @@ fn dedupe_sql(table: &str, d: &Dedupe, schema: &Schema, bounded: bool) -> Result
     order.extend(tiebreak);
     if bounded {
         // Under a memory limit with a disk to spill to, the window: DataFusion repartitions
-        // it by key, and each partition's sort merges its own spills. The merge of one sort's spills over all rows
-        // did not fit a 128 MiB limit (tests/memory.py).
-        return Ok(format!(
+        // it by key, and each partition's sort merges its own spills. The merge of one sort's
+        // spills over all rows did not fit a 128 MiB limit (tests/memory.py).
+        let sql = format!(
             "SELECT * EXCLUDE (__medallion_rn) FROM (SELECT *, row_number() OVER (PARTITION BY {} ORDER BY {}) AS __medallion_rn FROM {INPUT}) WHERE __medallion_rn = 1",
             d.key.iter().map(|k| quote(k)).collect::<Vec<_>>().join(", "),
             order.join(", "),
-        ));
+        );
+        return Ok((sql, None));
     }
     // Sorted by key, then best first: [`first_per_key`] keeps the first row of each key, the
-    // one the window keeps.
-    let keys = d.key.iter().map(|k| format!("{} ASC", quote(k)));
-    let order: Vec<String> = keys.chain(order).collect();
-    Ok(format!(
-        "SELECT * FROM {INPUT} ORDER BY {}",
-        order.join(", ")
-    ))
-}
-
-/// The positions of a dedupe's key columns in the table's columns.
-fn key_indices(table: &str, d: &Dedupe, schema: &Schema) -> Result<Vec<usize>> {
-    d.key
+    // one the window keeps. The key columns were checked above.
+    let keys = d
+        .key
         .iter()
-        .map(|k| {
-            schema.index_of(k).map_err(|_| Error::Table {
-                table: table.to_string(),
-                message: format!("dedupe names unknown column `{k}`"),
-            })
-        })
-        .collect()
+        .filter_map(|k| schema.index_of(k).ok())
+        .collect();
+    let by_key = d.key.iter().map(|k| format!("{} ASC", quote(k)));
+    let order: Vec<String> = by_key.chain(order).collect();
+    let sql = format!("SELECT * FROM {INPUT} ORDER BY {}", order.join(", "));
+    Ok((sql, Some(keys)))
 }
 
 /// Applies change events by key. For each key the events are ordered by `sequence_by`
