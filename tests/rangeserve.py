@@ -145,9 +145,10 @@ class Server(ThreadingHTTPServer):
 
     daemon_threads = True
 
-    def __init__(self, root, port, latency, fault, no_store):
+    def __init__(self, root, port, latency, fault, cache_control=None):
         super().__init__(("127.0.0.1", port), Handler)
-        self.root, self.latency, self.no_store = os.path.realpath(root), latency, no_store
+        self.root, self.latency = os.path.realpath(root), latency
+        self.cache_control = cache_control
         self.state = State(fault)
 
     def handle_error(self, request, client_address):
@@ -285,8 +286,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
         self.send_header("Access-Control-Expose-Headers",
                          "Content-Range, Content-Length, ETag, Accept-Ranges")
-        if self.server.no_store:
-            self.send_header("Cache-Control", "no-store")
+        if self.server.cache_control:
+            self.send_header("Cache-Control", self.server.cache_control)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
@@ -328,7 +329,8 @@ def write_port_file(path, port):
 
 
 def serve(args):
-    server = Server(args.root, args.port, args.latency_ms / 1000, args.fault, args.no_store)
+    cache_control = args.cache_control or ("no-store" if args.no_store else None)
+    server = Server(args.root, args.port, args.latency_ms / 1000, args.fault, cache_control)
     port = server.server_address[1]
     if args.port_file:
         write_port_file(args.port_file, port)
@@ -457,6 +459,9 @@ def main():
     ap.add_argument("--no-store", action="store_true",
                     help="send Cache-Control: no-store, so browser caches never answer or split "
                          "a range request")
+    ap.add_argument("--cache-control", metavar="VALUE",
+                    help="send this Cache-Control on every answer (e.g. max-age=300: a "
+                         "freshness lifetime caches may answer from without asking)")
     ap.add_argument("--self-test", action="store_true", help="check this server and exit")
     args = ap.parse_args()
     if args.self_test:

@@ -26,10 +26,11 @@ rustup target add wasm32-unknown-unknown wasm32-wasip1 >/dev/null 2>&1
 rustup component add clippy rustfmt >/dev/null 2>&1 || true
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 # moto: the S3-compatible server the S3 tests start on loopback (it honours If-None-Match: *).
-# duckdb-extension-httpfs: DuckDB's S3 reader, from PyPI (DuckDB cannot download extensions here).
-"$VENV/bin/python" -c "import duckdb, deltalake, pyarrow, duckdb_extension_delta, moto, boto3, duckdb_extension_httpfs" 2>/dev/null || \
+# duckdb-extension-httpfs: DuckDB's S3 reader, and duckdb-extension-tpch: the cluster test's
+# lineitem, from PyPI (DuckDB cannot download extensions here).
+"$VENV/bin/python" -c "import duckdb, deltalake, pyarrow, duckdb_extension_delta, moto, boto3, duckdb_extension_httpfs, duckdb_extension_tpch" 2>/dev/null || \
   "$VENV/bin/pip" install -q "duckdb==1.5.5" "duckdb-extension-delta==1.5.5" deltalake pyarrow \
-    "moto[server]==5.2.5" "boto3==1.44.8" "duckdb-extension-httpfs==1.5.5"
+    "moto[server]==5.2.5" "boto3==1.44.8" "duckdb-extension-httpfs==1.5.5" "duckdb-extension-tpch==1.5.5"
 # psycopg, SQLAlchemy, pandas, pyodbc: the PostgreSQL clients tests/serve.py points at `medallion serve`.
 "$VENV/bin/python" -c "import psycopg, sqlalchemy, pandas, pyodbc" 2>/dev/null || \
   "$VENV/bin/pip" install -q "psycopg[binary]==3.3.9" "SQLAlchemy==2.1.9" "pandas==3.1.1" "pyodbc==5.5.0"

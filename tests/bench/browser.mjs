@@ -4,7 +4,7 @@
 //
 //   node tests/bench/browser.mjs [--sf 1] [--latencies 0,20] [--queries count,point,q6,q1]
 //                                [--engines medallion,duckdb-wasm] [--repeat 1] [--timeout-s 300]
-//                                [--medallion-options JSON]
+//                                [--medallion-options JSON] [--cache-control VALUE]
 //
 // What one run does, per latency: start tests/rangeserve.py on the repository root with
 // `--latency-ms L --no-store` (a sleep before answering each request, and no browser caching, so
@@ -20,6 +20,9 @@
 // footer read). `ratio` = Medallion cold / DuckDB-WASM cold (target for
 // Q1 and Q6: <= 0.15). Medallion's start-up (fetch + compile + instantiate of its module) is also
 // measured in a page of its own, taken apart, and the module's raw and gzipped size is printed.
+// `--cache-control 'max-age=300'` makes the server send that header instead of `no-store`: a
+// freshness lifetime, which Medallion's range cache honours (warm runs then ask nothing) and the
+// browser's HTTP cache may too (each cold run still starts in a fresh context, so empty).
 //
 // Output: a table on stdout and a JSON record in ~/.cache/medallion/bench/browser-<timestamp>.json.
 // Needs: `npm run build` (wasm/pkg/), the venv with duckdb (tests/js/support.mjs python()),
@@ -81,7 +84,7 @@ const HELP = fs.readFileSync(fileURLToPath(import.meta.url), 'utf8').split('\n')
   .map((l) => l.replace(/^\/\/ ?/, '')).join('\n');
 
 function parseOptions(argv) {
-  const o = { sf: '1', latencies: '0,20', queries: 'count,point,q6,q1', engines: 'medallion,duckdb-wasm', repeat: '1', 'timeout-s': '300', 'medallion-options': '{}' };
+  const o = { sf: '1', latencies: '0,20', queries: 'count,point,q6,q1', engines: 'medallion,duckdb-wasm', repeat: '1', 'timeout-s': '300', 'medallion-options': '{}', 'cache-control': '' };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--help' || a === '-h') {
@@ -102,6 +105,7 @@ function parseOptions(argv) {
     engines: list(o.engines),
     repeat: Number(o.repeat),
     timeoutMs: Number(o['timeout-s']) * 1000,
+    cacheControl: o['cache-control'] || null,
     medallionOptions: (() => {
       try {
         return JSON.parse(o['medallion-options']);
@@ -371,7 +375,7 @@ async function main() {
   const startup = [];
   try {
     for (const latency of opts.latencies) {
-      const server = await startServer({ latencyMs: latency, noStore: true, root: REPO });
+      const server = await startServer({ latencyMs: latency, noStore: !opts.cacheControl, cacheControl: opts.cacheControl, root: REPO });
       try {
         if (opts.engines.includes('medallion')) {
           const runs = [];
@@ -444,7 +448,7 @@ async function main() {
   const record = {
     meta: {
       benchmark: 'browser', started: new Date(started).toISOString(), total_s: (Date.now() - started) / 1000,
-      sf: Number(opts.sf), latencies_ms: opts.latencies, repeat: opts.repeat, engines: opts.engines, medallion_options: opts.medallionOptions,
+      sf: Number(opts.sf), latencies_ms: opts.latencies, repeat: opts.repeat, engines: opts.engines, medallion_options: opts.medallionOptions, cache_control: opts.cacheControl ?? 'no-store',
       queries: Object.fromEntries(opts.queries.map((q) => [q, QUERIES[q]])),
       file: { path: data.file, size: data.size }, native_checks: native.checks, versions, module_size: size, module_rebuilt_during_run: !!rebuilt,
       host: { cpus: os.cpus().length, cpu: os.cpus()[0]?.model, mem_gb: Math.round(os.totalmem() / 2 ** 30), loadavg_start: loadavgAtStart, loadavg_end: os.loadavg() },

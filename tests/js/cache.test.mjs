@@ -1,6 +1,6 @@
 // The npm package's range cache, in Node over a real Range server (tests/rangeserve.py, strong
 // ETags) whose file is rewritten under the engine: a query run again sends one HEAD and no
-// GET; a file with a new ETag is read again, never answered from memory; hits and bytes are
+// GET (none while the server's Cache-Control: max-age lasts); a file with a new ETag is read again, never answered from memory; hits and bytes are
 // counted as the server saw them; the byte cap holds; 0 turns the cache off. The Parquet files
 // are written by DuckDB, whose own answers over them are the reference.
 import assert from 'node:assert/strict';
@@ -115,6 +115,37 @@ test('a file rewritten with a new ETag is read again, never served from memory',
   const again = await query(m);
   assert.deepEqual(again.rows, [expected.v2]);
   assert.equal(again.io.gets, 0);
+});
+
+test('while the server says Cache-Control: max-age, a query run again sends nothing; after it, one HEAD', async () => {
+  const lifetimeMs = 3000;
+  const fresh = await startServer({ cacheControl: `max-age=${lifetimeMs / 1000}` });
+  const servedHere = async () => {
+    const log = (await fresh.stats(true)).log.filter((e) => e[1].endsWith('/fresh.parquet'));
+    return { gets: log.filter((e) => e[0] === 'GET').length, heads: log.filter((e) => e[0] === 'HEAD').length };
+  };
+  try {
+    publish('v1', 'fresh.parquet');
+    const m = await Medallion.create();
+    await m.registerParquet('t', `${fresh.base}/tests/js/.work/cache/fresh.parquet`);
+    assert.deepEqual((await m.sql(SQL)).toArray(), [expected.v1]);
+    const coldDone = Date.now();
+    assert.ok((await servedHere()).gets > 0);
+    m.resetStats();
+    assert.deepEqual((await m.sql(SQL)).toArray(), [expected.v1]);
+    assert.ok(Date.now() - coldDone < lifetimeMs, 'the warm run must start within the lifetime');
+    assert.deepEqual(await servedHere(), { gets: 0, heads: 0 });
+    assert.equal(m.stats().revalidations, 0);
+    assert.ok(m.stats().cacheHits > 0);
+    // Past the lifetime the file is confirmed again before memory answers.
+    await new Promise((r) => setTimeout(r, lifetimeMs - (Date.now() - coldDone) + 200));
+    m.resetStats();
+    assert.deepEqual((await m.sql(SQL)).toArray(), [expected.v1]);
+    assert.deepEqual(await servedHere(), { gets: 0, heads: 1 });
+    assert.equal(m.stats().revalidations, 1);
+  } finally {
+    await fresh.stop();
+  }
 });
 
 test('the byte cap holds, and cacheBytes: 0 turns the cache off', async () => {

@@ -57,10 +57,11 @@ export function demoFixture() {
 }
 
 /** Starts tests/rangeserve.py on a free port, serving the repository. */
-export async function startServer({ latencyMs = 0, noStore = false, root = REPO } = {}) {
+export async function startServer({ latencyMs = 0, noStore = false, cacheControl = null, root = REPO } = {}) {
   const portFile = path.join(os.tmpdir(), `rangeserve-${process.pid}-${Date.now()}.port`);
   const args = [path.join(REPO, 'tests/rangeserve.py'), root, '--port', '0', '--port-file', portFile, '--latency-ms', String(latencyMs)];
   if (noStore) args.push('--no-store');
+  if (cacheControl) args.push('--cache-control', cacheControl);
   const proc = spawn(python(), args, { stdio: ['ignore', 'ignore', 'inherit'] });
   for (let i = 0; i < 200 && !fs.existsSync(portFile); i++) await new Promise((r) => setTimeout(r, 50));
   if (!fs.existsSync(portFile)) {

@@ -26,7 +26,8 @@ export interface CreateOptions {
    * Bytes of fetched ranges kept in memory for later calls (default 256 MiB; 32 MiB in
    * Cloudflare Workers, whose isolates have 128 MB; 0 = no cache). A cached range is served
    * only after the file is confirmed unchanged during the same call (its ETag, or
-   * Last-Modified and size, from the call's first request for it, or one HEAD).
+   * Last-Modified and size, from the call's first request for it, or one HEAD), or while
+   * the server's `Cache-Control: max-age` (less `Age`) says it is fresh: then with no request.
    */
   cacheBytes?: number;
   /**

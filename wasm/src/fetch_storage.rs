@@ -17,7 +17,8 @@
 //!   read is one response, so it records the tag it saw instead of comparing);
 //! - ranges already fetched are served from the engine's [`RangeCache`] once the file is
 //!   confirmed unchanged in the current call: by the validator of the call's first answer about
-//!   it, or by one HEAD if that first read would be a hit (the guarantee is in that module).
+//!   it, or by one HEAD if that first read would be a hit, or by no request while the server's
+//!   `Cache-Control: max-age` says the file stays fresh (the guarantee is in that module).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{AbortSignal, RequestInit, Response};
 
-use crate::range_cache::{Lookup, RangeCache, Version};
+use crate::range_cache::{self, Lookup, RangeCache, Version};
 use crate::s3_protocol::{self, S3Endpoint};
 
 #[wasm_bindgen]
@@ -108,6 +109,12 @@ pub(crate) struct Call<'a> {
     pub url: String,
     pub headers: Vec<(&'a str, String)>,
     pub body: Option<Bytes>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    epoch: u64,
+    at_ms: f64,
 }
 
 /// One answered request.
@@ -359,6 +366,25 @@ impl FetchStorage {
         )
     }
 
+    /// When a request is sent: the cache's epoch, and the clock its freshness is counted from.
+    fn sent(&self) -> Sent {
+        Sent {
+            epoch: self.cache.epoch(),
+            at_ms: js_sys::Date::now(),
+        }
+    }
+
+    /// Tells the cache what `answer` (to a request sent at `sent`) said of the file.
+    fn observe(&self, location: &str, version: Version, sent: Sent, answer: &Answer) {
+        let fresh_until = range_cache::fresh_until(
+            Self::header(answer, "Cache-Control").as_deref(),
+            Self::header(answer, "Age").as_deref(),
+            sent.at_ms,
+        );
+        self.cache
+            .observe(location, version, sent.epoch, fresh_until);
+    }
+
     /// `range` from the cache, confirming the file first (one HEAD) if this call has not
     /// seen it yet. `None`: not held, or the file changed (then the caller's GET sees how).
     async fn cached(
@@ -369,18 +395,18 @@ impl FetchStorage {
         let Some(r) = range(&self.cache) else {
             return Ok(None);
         };
-        let (bytes, version) = match self.cache.lookup(location, &r) {
+        let (bytes, version) = match self.cache.lookup(location, &r, js_sys::Date::now()) {
             Lookup::Hit(bytes, version) => (bytes, version),
             Lookup::Miss => return Ok(None),
             Lookup::Unconfirmed => {
                 let _one_at_a_time = self.confirming.lock().await;
-                if self.cache.lookup(location, &r) == Lookup::Unconfirmed {
+                if self.cache.lookup(location, &r, js_sys::Date::now()) == Lookup::Unconfirmed {
                     self.confirm(location, &r).await?;
                 }
                 let Some(r) = range(&self.cache) else {
                     return Ok(None);
                 };
-                match self.cache.lookup(location, &r) {
+                match self.cache.lookup(location, &r, js_sys::Date::now()) {
                     Lookup::Hit(bytes, version) => (bytes, version),
                     _ => return Ok(None),
                 }
@@ -394,7 +420,7 @@ impl FetchStorage {
     /// One HEAD, whose validator confirms (or replaces) the cached version of the file;
     /// its errors name `range`, the read it was sent for.
     async fn confirm(&self, location: &str, range: &Range<u64>) -> Result<()> {
-        let sent = self.cache.epoch();
+        let sent = self.sent();
         self.cache.count_revalidation();
         let answer = self
             .request(&self.call("HEAD", location, None, Some(range.clone()))?)
@@ -405,8 +431,7 @@ impl FetchStorage {
             return Ok(());
         }
         let size = Self::header(&answer, "Content-Length").and_then(|v| v.trim().parse().ok());
-        self.cache
-            .observe(location, Self::version(&answer, size), sent);
+        self.observe(location, Self::version(&answer, size), sent, &answer);
         // A new version under a table read as the old one: say so now, rather than after
         // reading the new file's bytes at the old footer's offsets.
         self.check_etag(location, &answer, Some(range.clone()))
@@ -559,7 +584,7 @@ impl Storage for FetchStorage {
                 etag: None,
             });
         }
-        let sent = self.cache.epoch();
+        let sent = self.sent();
         let answer = self
             .request(&self.call("HEAD", location, None, None)?)
             .await?;
@@ -568,8 +593,7 @@ impl Storage for FetchStorage {
         let size = Self::header(&answer, "Content-Length")
             .and_then(|v| v.trim().parse().ok())
             .ok_or_else(|| io(location, None, "the server sent no Content-Length for HEAD"))?;
-        self.cache
-            .observe(location, Self::version(&answer, Some(size)), sent);
+        self.observe(location, Self::version(&answer, Some(size)), sent, &answer);
         Ok(self.meta(location, size, &answer))
     }
 
@@ -585,7 +609,7 @@ impl Storage for FetchStorage {
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let call = self.call("GET", location, Some(header), Some(range.clone()))?;
-        let sent = self.cache.epoch();
+        let sent = self.sent();
         let answer = self.request(&call).await?;
         self.check_status(location, &answer, Some(range.clone()))?;
         self.check_etag(location, &answer, Some(range.clone()))?;
@@ -605,7 +629,7 @@ impl Storage for FetchStorage {
             ));
         }
         let version = Self::version(&answer, Self::total_from_content_range(&answer));
-        self.cache.observe(location, version.clone(), sent);
+        self.observe(location, version.clone(), sent, &answer);
         self.cache
             .insert(location, &version, range.start, answer.body.clone());
         Ok(answer.body)
@@ -617,14 +641,13 @@ impl Storage for FetchStorage {
         }
         // One plain GET rather than HEAD + ranged GET: whole reads are for small source files
         // and logs, not cached: confirming one would cost the same request as reading it.
-        let sent = self.cache.epoch();
+        let sent = self.sent();
         let answer = self
             .request(&self.call("GET", location, None, None)?)
             .await?;
         self.check_status(location, &answer, None)?;
         let size = Some(answer.body.len() as u64);
-        self.cache
-            .observe(location, Self::version(&answer, size), sent);
+        self.observe(location, Self::version(&answer, size), sent, &answer);
         // One response cannot mix two versions: its tag is the one later reads must match.
         if let Some(tag) = Self::header(&answer, "ETag") {
             self.etags.borrow_mut().insert(location.to_string(), tag);
@@ -646,7 +669,7 @@ impl Storage for FetchStorage {
             }
         }
         let header = format!("bytes=-{n}");
-        let sent = self.cache.epoch();
+        let sent = self.sent();
         let answer = self
             .request(&self.call("GET", location, Some(header), None)?)
             .await?;
@@ -677,7 +700,7 @@ impl Storage for FetchStorage {
         }
         let meta = self.meta(location, size, &answer);
         let version = Self::version(&answer, Some(size));
-        self.cache.observe(location, version.clone(), sent);
+        self.observe(location, version.clone(), sent, &answer);
         self.cache.insert(
             location,
             &version,

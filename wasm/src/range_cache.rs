@@ -6,7 +6,10 @@
 //! fetched from, and only once that version has been confirmed on the server during the current
 //! call (`register`, `sql`, `runPipeline`; each one starts a new [epoch](RangeCache::begin_call)).
 //! Confirmation is the validator of any answer about the file sent during the call — the first
-//! ranged GET, or one HEAD when the call's first read of the file would be a hit. A validator is
+//! ranged GET, or one HEAD when the call's first read of the file would be a hit — or, with no
+//! request at all, a freshness lifetime the server gave its last answer (`Cache-Control:
+//! max-age`, less `Age`; see [`fresh_until`]): for that long the server has said the bytes stay
+//! valid, as any HTTP cache may take it to mean. A validator is
 //! a strong ETag (and the size when known), else `Last-Modified` and the size; a file whose
 //! answers carry neither is never cached. Only `Last-Modified` (no ETag exposed to the page)
 //! cannot tell apart two versions of equal size written within the same second.
@@ -109,6 +112,9 @@ struct File {
     version: Version,
     /// The latest epoch in which an answer confirmed `version`.
     confirmed: u64,
+    /// Until when (ms since the Unix epoch) the server's last answer said `version` stays
+    /// fresh; 0 when it gave no lifetime.
+    fresh_until_ms: f64,
     /// Ranges by start offset; none contains another, so ends grow with starts.
     ranges: BTreeMap<u64, Slot>,
 }
@@ -161,7 +167,8 @@ impl RangeCache {
         self.state.borrow().files.get(location)?.version.size
     }
 
-    pub fn lookup(&self, location: &str, range: &Range<u64>) -> Lookup {
+    /// `now_ms`: the time (ms since the Unix epoch), to tell whether the file is still fresh.
+    pub fn lookup(&self, location: &str, range: &Range<u64>, now_ms: f64) -> Lookup {
         if self.capacity == 0 || range.start >= range.end {
             return Lookup::Miss;
         }
@@ -181,7 +188,7 @@ impl RangeCache {
         if start + (slot.bytes.len() as u64) < range.end {
             return Lookup::Miss;
         }
-        if file.confirmed != self.epoch.get() {
+        if file.confirmed != self.epoch.get() && now_ms >= file.fresh_until_ms {
             return Lookup::Unconfirmed;
         }
         by_use.remove(&slot.used);
@@ -197,8 +204,9 @@ impl RangeCache {
     }
 
     /// Records what an answer sent in epoch `sent` said of the file: a different version
-    /// drops what is held of it; the same one confirms it for the current call.
-    pub fn observe(&self, location: &str, version: Version, sent: u64) {
+    /// drops what is held of it; the same one confirms it for the current call. The answer's
+    /// freshness ([`fresh_until`]) replaces the one held: the server's latest word counts.
+    pub fn observe(&self, location: &str, version: Version, sent: u64, fresh_until_ms: f64) {
         if self.capacity == 0 {
             return;
         }
@@ -217,6 +225,9 @@ impl RangeCache {
                 let Some(file) = state.files.get_mut(location) else {
                     return;
                 };
+                if sent >= file.confirmed {
+                    file.fresh_until_ms = fresh_until_ms;
+                }
                 file.confirmed = file.confirmed.max(sent);
                 if file.version.size.is_none() {
                     file.version.size = version.size;
@@ -232,6 +243,7 @@ impl RangeCache {
                     File {
                         version,
                         confirmed: sent,
+                        fresh_until_ms,
                         ranges: BTreeMap::new(),
                     },
                 );
@@ -308,6 +320,38 @@ impl RangeCache {
     }
 }
 
+/// Until when (ms since the Unix epoch) an answer sent at `sent_ms` stays fresh, by its
+/// `Cache-Control` and `Age` headers (RFC 9111, 4.2): `max-age` less the age the answer already
+/// had. 0 (revalidate on every call) when the server gave no lifetime, said `no-cache` or
+/// `no-store`, or gave a malformed or repeated `max-age`. `Expires` and heuristic lifetimes
+/// are not used: without an explicit lifetime, every call confirms the file.
+pub fn fresh_until(cache_control: Option<&str>, age: Option<&str>, sent_ms: f64) -> f64 {
+    let Some(cache_control) = cache_control else {
+        return 0.0;
+    };
+    let mut max_age = None;
+    for directive in cache_control.split(',') {
+        let (name, value) = match directive.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (directive.trim(), None),
+        };
+        if name.eq_ignore_ascii_case("no-cache") || name.eq_ignore_ascii_case("no-store") {
+            return 0.0;
+        }
+        if name.eq_ignore_ascii_case("max-age") {
+            match (max_age, value.and_then(|v| v.parse::<u64>().ok())) {
+                (None, Some(secs)) => max_age = Some(secs),
+                _ => return 0.0,
+            }
+        }
+    }
+    let age = age.and_then(|a| a.trim().parse::<u64>().ok()).unwrap_or(0);
+    match max_age {
+        Some(secs) if secs > age => sent_ms + (secs - age) as f64 * 1000.0,
+        _ => 0.0,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -324,12 +368,12 @@ mod tests {
     fn cache(capacity: u64) -> RangeCache {
         let c = RangeCache::new(capacity);
         c.begin_call();
-        c.observe("f", v("a", 100), c.epoch());
+        c.observe("f", v("a", 100), c.epoch(), 0.0);
         c
     }
 
     fn hit(c: &RangeCache, r: Range<u64>) -> Option<Bytes> {
-        match c.lookup("f", &r) {
+        match c.lookup("f", &r, 0.0) {
             Lookup::Hit(b, _) => Some(b),
             _ => None,
         }
@@ -341,9 +385,9 @@ mod tests {
         c.insert("f", &v("a", 100), 10, bytes(10, 20));
         assert_eq!(hit(&c, 12..18), Some(bytes(12, 6)));
         assert_eq!(hit(&c, 10..30), Some(bytes(10, 20)));
-        assert_eq!(c.lookup("f", &(5..15)), Lookup::Miss);
-        assert_eq!(c.lookup("f", &(25..31)), Lookup::Miss);
-        assert_eq!(c.lookup("g", &(10..20)), Lookup::Miss);
+        assert_eq!(c.lookup("f", &(5..15), 0.0), Lookup::Miss);
+        assert_eq!(c.lookup("f", &(25..31), 0.0), Lookup::Miss);
+        assert_eq!(c.lookup("g", &(10..20), 0.0), Lookup::Miss);
         let n = c.counts();
         assert_eq!((n.hits, n.hit_bytes, n.cached_bytes), (2, 26, 20));
     }
@@ -353,18 +397,18 @@ mod tests {
         let c = cache(1000);
         c.insert("f", &v("a", 100), 0, bytes(0, 50));
         c.begin_call();
-        assert_eq!(c.lookup("f", &(0..10)), Lookup::Unconfirmed);
-        c.observe("f", v("a", 100), c.epoch());
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Unconfirmed);
+        c.observe("f", v("a", 100), c.epoch(), 0.0);
         assert_eq!(hit(&c, 0..10), Some(bytes(0, 10)));
         c.begin_call();
-        c.observe("f", v("b", 100), c.epoch());
-        assert_eq!(c.lookup("f", &(0..10)), Lookup::Miss);
+        c.observe("f", v("b", 100), c.epoch(), 0.0);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Miss);
         assert_eq!(c.counts().cached_bytes, 0);
         // Bytes of the old version arriving late are not kept.
         c.insert("f", &v("a", 100), 0, bytes(0, 50));
-        assert_eq!(c.lookup("f", &(0..10)), Lookup::Miss);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Miss);
         // Nor is an answer sent before the new version was seen taken as news.
-        c.observe("f", v("a", 100), c.epoch() - 1);
+        c.observe("f", v("a", 100), c.epoch() - 1, 0.0);
         c.insert("f", &v("b", 100), 0, bytes(0, 50));
         assert!(hit(&c, 0..10).is_some());
     }
@@ -383,9 +427,9 @@ mod tests {
             Version::default()
         );
         let c = cache(1000);
-        c.observe("f", Version::new(None, None, Some(100)), c.epoch());
+        c.observe("f", Version::new(None, None, Some(100)), c.epoch(), 0.0);
         c.insert("f", &Version::new(None, None, Some(100)), 0, bytes(0, 10));
-        assert_eq!(c.lookup("f", &(0..10)), Lookup::Miss);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Miss);
     }
 
     #[test]
@@ -430,9 +474,9 @@ mod tests {
         );
         let off = RangeCache::new(0);
         off.begin_call();
-        off.observe("f", a.clone(), off.epoch());
+        off.observe("f", a.clone(), off.epoch(), 0.0);
         off.insert("f", &a, 0, bytes(0, 1));
-        assert_eq!(off.lookup("f", &(0..1)), Lookup::Miss);
+        assert_eq!(off.lookup("f", &(0..1), 0.0), Lookup::Miss);
     }
 
     /// Over many random inserts and lookups of one file: every hit is the file's own bytes,
@@ -449,7 +493,7 @@ mod tests {
         let c = RangeCache::new(300);
         c.begin_call();
         let a = v("a", 100_000);
-        c.observe("f", a.clone(), c.epoch());
+        c.observe("f", a.clone(), c.epoch(), 0.0);
         let mut hits = 0;
         for _ in 0..5000 {
             let start = next(1000);
@@ -479,6 +523,54 @@ mod tests {
         c.insert("f", &v("a", 100), 0, bytes(0, 10));
         c.forget("f");
         assert_eq!(c.counts().cached_bytes, 0);
-        assert_eq!(c.lookup("f", &(0..10)), Lookup::Miss);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Miss);
+    }
+
+    #[test]
+    fn a_lifetime_from_the_server_spares_confirmation_until_it_ends() {
+        let c = cache(1000);
+        c.insert("f", &v("a", 100), 0, bytes(0, 50));
+        // max-age=10 on an answer sent at t=1000 ms: fresh until 11000 ms.
+        c.observe(
+            "f",
+            v("a", 100),
+            c.epoch(),
+            fresh_until(Some("max-age=10"), None, 1000.0),
+        );
+        c.begin_call();
+        assert!(matches!(c.lookup("f", &(0..10), 10_999.0), Lookup::Hit(..)));
+        assert_eq!(c.lookup("f", &(0..10), 11_000.0), Lookup::Unconfirmed);
+        // The server's latest answer counts: no-cache ends the lifetime at once.
+        c.observe(
+            "f",
+            v("a", 100),
+            c.epoch(),
+            fresh_until(Some("no-cache"), None, 2000.0),
+        );
+        c.begin_call();
+        assert_eq!(c.lookup("f", &(0..10), 3000.0), Lookup::Unconfirmed);
+        // A new version's lifetime is its own, and the old bytes are gone.
+        c.observe("f", v("b", 100), c.epoch(), 50_000.0);
+        assert_eq!(c.lookup("f", &(0..10), 3000.0), Lookup::Miss);
+    }
+
+    #[test]
+    fn lifetimes_are_max_age_less_age_and_nothing_else() {
+        let f = |cc: Option<&str>, age: Option<&str>| fresh_until(cc, age, 1000.0);
+        assert_eq!(f(Some("max-age=60"), None), 61_000.0);
+        assert_eq!(
+            f(Some("public, MAX-AGE=\"60\", immutable"), Some("20")),
+            41_000.0
+        );
+        assert_eq!(f(Some("max-age=60"), Some("60")), 0.0);
+        assert_eq!(f(Some("max-age=60, no-cache"), None), 0.0);
+        assert_eq!(f(Some("no-store, max-age=60"), None), 0.0);
+        assert_eq!(f(Some("max-age=60, max-age=70"), None), 0.0);
+        assert_eq!(f(Some("max-age=-1"), None), 0.0);
+        assert_eq!(f(Some("max-age"), None), 0.0);
+        assert_eq!(f(Some("immutable"), None), 0.0);
+        assert_eq!(f(None, None), 0.0);
+        // A malformed Age is ignored, not taken as zero freshness.
+        assert_eq!(f(Some("max-age=5"), Some("soon")), 6000.0);
     }
 }
