@@ -160,17 +160,23 @@ def main():
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--data", default=str(Path.home() / ".cache/medallion/bench"))
     ap.add_argument("--skip", nargs="*", default=[], choices=["retail", "tpch", "start"])
+    ap.add_argument("--engines", default="guest,native",
+                    help="medallion engines to run, comma-separated (default guest,native; "
+                         "native alone needs no guest module); DuckDB always runs")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     # DuckDB's tpch extension (the SF1 data) and pyarrow come as wheels that the venv of
     # tests/run.sh does not hold; without them the first LOAD fails deep inside duck_connect.
     ensure_packages()
+    engines = [e for e in args.engines.split(",") if e]
+    if not engines or set(engines) - {"guest", "native"}:
+        ap.error(f"--engines: guest and/or native, not {args.engines!r}")
     bin_ = medallion_bin(args)
     root = Path(args.data)
     root.mkdir(parents=True, exist_ok=True)
     rows = []  # (workload, engine, median ms, note)
 
-    if "start" not in args.skip:
+    if "start" not in args.skip and "guest" in engines:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "MEDALLION_GUEST_CACHE": cache}
             ms, p = timed([bin_, "query", "SELECT 1 AS one", "--format", "json", "--stats"], env=env)
@@ -188,14 +194,14 @@ def main():
     if "retail" not in args.skip:
         d = retail_data(bin_, args.scale, root)
         spec = d / "pipeline.toml"
-        medallion_run(bin_, spec, "guest")  # warm the module cache and the page cache
+        medallion_run(bin_, spec, engines[0])  # warm the module cache and the page cache
         results = {}
-        for engine in ("guest", "native"):
+        for engine in engines:
             runs = [medallion_run(bin_, spec, engine) for _ in range(args.repeat)]
             results[engine] = median(r[0] for r in runs), runs[0][1]
         duck = [duckdb_pipeline(spec) for _ in range(args.repeat)]
         results["duckdb"] = median(r[0] for r in duck), duck[0][1]
-        if results["guest"][1] != results["native"][1]:
+        if len(engines) == 2 and results["guest"][1] != results["native"][1]:
             log(f"WARNING: gold row counts differ: {results['guest'][1]} vs {results['native'][1]}")
         for engine, (ms, gold) in results.items():
             rows.append((f"retail scale {args.scale:g}", engine, ms, f"gold rows {sum(gold.values())}"))
@@ -207,6 +213,8 @@ def main():
             for engine, extra in (("guest", ["--engine", "guest"]),
                                   ("native, 1 partition", ["--engine", "native", "--partitions", "1"]),
                                   ("native", ["--engine", "native"])):
+                if engine.split(",")[0] not in engines:
+                    continue
                 medallion_query(bin_, sql, table, extra)  # warm
                 ms = median(medallion_query(bin_, sql, table, extra)[0] for _ in range(args.repeat))
                 rows.append((f"TPC-H SF{args.sf:g} {q}", engine, ms, ""))

@@ -2,6 +2,7 @@
 //! batches. A line that does not parse never aborts a run: it becomes a [`RescuedRow`] with
 //! its file, line number, raw text and the reason, and lands in the table's quarantine.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -136,45 +137,80 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
     parse_ndjson_part(location, bytes, declared, 0)
 }
 
-/// One good NDJSON line: its number, text and parsed value. The value serves inference and
-/// checks; the text is what is decoded, so numbers keep every digit (a decimal(38,10) never
-/// passes through f64) and a rescued row shows the line as it was.
-pub(crate) type JsonRow = (u64, String, serde_json::Value);
+/// One good NDJSON line: its number and text. The text is what is decoded, so numbers keep
+/// every digit (a decimal(38,10) never passes through f64) and a rescued row shows the line as
+/// it was; it borrows from the file's bytes unless they were not UTF-8.
+pub(crate) type JsonRow<'a> = (u64, Cow<'a, str>);
 
-/// Splits NDJSON text into its objects; a line that is not one is rescued. `lines_before`
-/// is the number of lines in the file before `data`.
-pub(crate) fn ndjson_rows(
-    location: &str,
-    data: &[u8],
-    declared: Option<&Schema>,
-    lines_before: u64,
-) -> (Vec<JsonRow>, Vec<RescuedRow>) {
-    let mut rescued = Vec::new();
-    let mut rows: Vec<JsonRow> = Vec::new();
-    for (i, raw) in data.split(|b| *b == b'\n').enumerate() {
-        let line = lines_before + i as u64 + 1;
-        let text = String::from_utf8_lossy(raw);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<serde_json::Value>(text) {
-            Ok(v @ serde_json::Value::Object(_)) => {
-                match declared.and_then(|s| non_integral(s, &v)) {
-                    Some(reason) => rescued.push(rescue(location, line, text, reason)),
-                    None => rows.push((line, text.to_string(), v)),
-                }
-            }
-            Ok(_) => rescued.push(rescue(location, line, text, "not a JSON object".into())),
-            Err(e) => rescued.push(rescue(location, line, text, format!("invalid JSON: {e}"))),
-        }
-    }
-    (rows, rescued)
+/// The good lines of some NDJSON text, its rescued lines, and (when no schema was declared)
+/// the schema the good lines infer.
+pub(crate) struct JsonRows<'a> {
+    pub rows: Vec<JsonRow<'a>>,
+    pub rescued: Vec<RescuedRow>,
+    pub inferred: Option<std::result::Result<Schema, String>>,
 }
 
-/// The schema NDJSON rows infer.
-pub(crate) fn infer_ndjson(rows: &[JsonRow]) -> std::result::Result<Schema, String> {
-    infer_json_schema_from_iterator(rows.iter().map(|(_, _, v)| Ok(v)))
+/// Splits NDJSON text into its objects; a line that is not one is rescued. `lines_before`
+/// is the number of lines in the file before `data`. Each line's parsed value serves the
+/// checks and inference and is dropped at once: held for a whole file, the values took
+/// several times the text's memory, and the kernel's zeroing of those fresh pages was a fifth
+/// of a retail run's CPU.
+pub(crate) fn ndjson_rows<'a>(
+    location: &str,
+    data: &'a [u8],
+    declared: Option<&Schema>,
+    lines_before: u64,
+) -> JsonRows<'a> {
+    let mut rescued = Vec::new();
+    let mut rows: Vec<JsonRow<'a>> = Vec::new();
+    let mut lines = data.split(|b| *b == b'\n').enumerate();
+    let mut objects = std::iter::from_fn(|| {
+        for (i, raw) in lines.by_ref() {
+            let line = lines_before + i as u64 + 1;
+            let text = match String::from_utf8_lossy(raw) {
+                Cow::Borrowed(t) => Cow::Borrowed(t.trim()),
+                Cow::Owned(t) => Cow::Owned(t.trim().to_string()),
+            };
+            if text.is_empty() {
+                continue;
+            }
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v @ serde_json::Value::Object(_)) => {
+                    match declared.and_then(|s| non_integral(s, &v)) {
+                        Some(reason) => rescued.push(rescue(location, line, &text, reason)),
+                        None => {
+                            rows.push((line, text));
+                            return Some(v);
+                        }
+                    }
+                }
+                Ok(_) => rescued.push(rescue(location, line, &text, "not a JSON object".into())),
+                Err(e) => rescued.push(rescue(location, line, &text, format!("invalid JSON: {e}"))),
+            }
+        }
+        None
+    });
+    let inferred = match declared {
+        Some(_) => {
+            objects.by_ref().for_each(drop);
+            None
+        }
+        // Inference stops at its first error, and then the file is rescued whole: the rows
+        // not read yet are not needed.
+        None => Some(infer_ndjson(objects.by_ref())),
+    };
+    JsonRows {
+        rows,
+        rescued,
+        inferred,
+    }
+}
+
+/// The schema NDJSON objects infer.
+pub(crate) fn infer_ndjson(
+    values: impl Iterator<Item = serde_json::Value>,
+) -> std::result::Result<Schema, String> {
+    infer_json_schema_from_iterator(values.map(Ok))
         .map_err(|e| format!("cannot infer a schema: {e}"))
 }
 
@@ -184,13 +220,16 @@ pub(crate) fn parse_ndjson_part(
     declared: Option<&Schema>,
     lines_before: u64,
 ) -> Parsed {
-    let (rows, mut rescued) = ndjson_rows(location, data, declared, lines_before);
-    let schema: SchemaRef = match declared {
-        Some(s) => Arc::new(s.clone()),
-        None => match infer_ndjson(&rows) {
-            Ok(s) => Arc::new(s),
-            Err(e) => return whole_file_rescue(location, e),
-        },
+    let JsonRows {
+        rows,
+        mut rescued,
+        inferred,
+    } = ndjson_rows(location, data, declared, lines_before);
+    let schema: SchemaRef = match (declared, inferred) {
+        (Some(s), _) => Arc::new(s.clone()),
+        (None, Some(Ok(s))) => Arc::new(s),
+        (None, Some(Err(e))) => return whole_file_rescue(location, e),
+        (None, None) => Arc::new(Schema::empty()),
     };
     let decode = |rows: &[JsonRow]| -> Result<Option<RecordBatch>, String> {
         let mut decoder = ReaderBuilder::new(schema.clone())
@@ -200,7 +239,7 @@ pub(crate) fn parse_ndjson_part(
             .map_err(|e| e.to_string())?;
         // Line by line: the decoder keeps its state between calls, and the rows need not be
         // copied into one text first.
-        for (_, line, _) in rows {
+        for (_, line) in rows {
             for mut rest in [line.as_bytes(), b"\n"] {
                 while !rest.is_empty() {
                     let n = decoder.decode(rest).map_err(|e| e.to_string())?;

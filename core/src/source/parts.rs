@@ -266,16 +266,17 @@ async fn infer(
             let mut representatives = Vec::new();
             let mut order = Order::default();
             while let Some((data, lines_before)) = parts.next(storage).await? {
-                let (rows, _) = ndjson_rows(&location, &data, None, lines_before);
-                match infer_ndjson(&rows) {
-                    Ok(s) => {
+                match ndjson_rows(&location, &data, None, lines_before).inferred {
+                    Some(Ok(s)) => {
                         order.learn(s.fields());
-                        representatives.push((0, String::new(), representative(s.fields())));
+                        representatives.push(representative(s.fields()));
                     }
-                    Err(e) => return Ok(Err(e)),
+                    Some(Err(e)) => return Ok(Err(e)),
+                    None => {}
                 }
             }
-            Ok(infer_ndjson(&representatives).map(|s| Schema::new(order.apply(s.fields()))))
+            Ok(infer_ndjson(representatives.into_iter())
+                .map(|s| Schema::new(order.apply(s.fields()))))
         }
     }
 }
