@@ -566,10 +566,12 @@ pub enum Format {
     Json,
 }
 
-/// Loads the guest module; says so on stderr when it had to be compiled (tens of seconds,
-/// once per build of the guest).
-fn load_guest() -> anyhow::Result<medallion_host::guest::Guest> {
-    let guest = medallion_host::guest::Guest::load()?;
+/// Loads the guest module, with time limits if `limits` has one; says so on stderr when it
+/// had to be compiled (tens of seconds, once per build of the guest and kind).
+fn load_guest(
+    limits: &medallion_host::guest::Limits,
+) -> anyhow::Result<medallion_host::guest::Guest> {
+    let guest = medallion_host::guest::Guest::load(limits.timeout.is_some())?;
     if !guest.load.cached {
         eprintln!(
             "compiled the guest module in {:.1} s (cached for the next runs)",

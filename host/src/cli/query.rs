@@ -166,7 +166,7 @@ async fn query_in_guest(
     let sql = q.sql.to_string();
     let engine = guest.engine_options(engine);
     let (result, load) = tokio::task::spawn_blocking(move || {
-        let module = super::load_guest()?;
+        let module = super::load_guest(&ctx.limits)?;
         let result = guest::job::run_query(&module, &ctx, &sql, &tables, engine)?;
         anyhow::Ok((result, module.load))
     })

@@ -110,7 +110,7 @@ pub async fn run_spec(
             };
             let instances = guest.instances();
             let result = tokio::task::spawn_blocking(move || {
-                let module = super::load_guest()?;
+                let module = super::load_guest(&ctx.limits)?;
                 guest::job::run_pipeline(&module, &ctx, &text, &spec, &opts, instances)
                     .map_err(anyhow::Error::from)
             })
