@@ -142,12 +142,12 @@ fn parse_ndjson(location: &str, bytes: &Bytes, declared: Option<&Schema>) -> Par
 /// it was; it borrows from the file's bytes unless they were not UTF-8.
 pub(crate) type JsonRow<'a> = (u64, Cow<'a, str>);
 
-/// The good lines of some NDJSON text, its rescued lines, and (when no schema was declared)
-/// the schema the good lines infer.
+/// The good lines of some NDJSON text, its rescued lines, and their schema: the declared one,
+/// or the one the good lines infer.
 pub(crate) struct JsonRows<'a> {
     pub rows: Vec<JsonRow<'a>>,
     pub rescued: Vec<RescuedRow>,
-    pub inferred: Option<std::result::Result<Schema, String>>,
+    pub schema: std::result::Result<Schema, String>,
 }
 
 /// Splits NDJSON text into its objects; a line that is not one is rescued. `lines_before`
@@ -190,19 +190,19 @@ pub(crate) fn ndjson_rows<'a>(
         }
         None
     });
-    let inferred = match declared {
-        Some(_) => {
+    let schema = match declared {
+        Some(s) => {
             objects.by_ref().for_each(drop);
-            None
+            Ok(s.clone())
         }
         // Inference stops at its first error, and then the file is rescued whole: the rows
         // not read yet are not needed.
-        None => Some(infer_ndjson(objects.by_ref())),
+        None => infer_ndjson(objects.by_ref()),
     };
     JsonRows {
         rows,
         rescued,
-        inferred,
+        schema,
     }
 }
 
@@ -223,13 +223,11 @@ pub(crate) fn parse_ndjson_part(
     let JsonRows {
         rows,
         mut rescued,
-        inferred,
+        schema,
     } = ndjson_rows(location, data, declared, lines_before);
-    let schema: SchemaRef = match (declared, inferred) {
-        (Some(s), _) => Arc::new(s.clone()),
-        (None, Some(Ok(s))) => Arc::new(s),
-        (None, Some(Err(e))) => return whole_file_rescue(location, e),
-        (None, None) => Arc::new(Schema::empty()),
+    let schema: SchemaRef = match schema {
+        Ok(s) => Arc::new(s),
+        Err(e) => return whole_file_rescue(location, e),
     };
     let decode = |rows: &[JsonRow]| -> Result<Option<RecordBatch>, String> {
         let mut decoder = ReaderBuilder::new(schema.clone())

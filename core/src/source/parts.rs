@@ -266,13 +266,12 @@ async fn infer(
             let mut representatives = Vec::new();
             let mut order = Order::default();
             while let Some((data, lines_before)) = parts.next(storage).await? {
-                match ndjson_rows(&location, &data, None, lines_before).inferred {
-                    Some(Ok(s)) => {
+                match ndjson_rows(&location, &data, None, lines_before).schema {
+                    Ok(s) => {
                         order.learn(s.fields());
                         representatives.push(representative(s.fields()));
                     }
-                    Some(Err(e)) => return Ok(Err(e)),
-                    None => {}
+                    Err(e) => return Ok(Err(e)),
                 }
             }
             Ok(infer_ndjson(representatives.into_iter())
