@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{Array, BooleanArray, RecordBatch};
 use datafusion::arrow::datatypes::{FieldRef, Schema, SchemaRef};
 use datafusion::catalog::Session;
-use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::common::stats::Precision;
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::ParquetSource;
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
@@ -180,7 +181,8 @@ pub struct ParquetFilesTable {
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
     store_url: ObjectStoreUrl,
-    files: Vec<(Path, u64, Vec<ScalarValue>)>,
+    /// Path, size, partition values, row count if known.
+    files: Vec<(Path, u64, Vec<ScalarValue>, Option<u64>)>,
     storage: Shared,
     /// What object paths are relative to (see [`route`]).
     prefix: String,
@@ -200,6 +202,7 @@ impl ParquetFilesTable {
                 location: location.clone(),
                 size: *size,
                 partition_values: vec![],
+                rows: None,
             })
             .collect();
         Self::partitioned(ctx, storage, schema, &[], &files)
@@ -263,7 +266,7 @@ impl ParquetFilesTable {
                         delta::typed_value(field, v.as_deref(), &f.location)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok((path, f.size, values))
+                Ok((path, f.size, values, f.rows))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -402,7 +405,7 @@ impl TableProvider for ParquetFilesTable {
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let keep = self.files_matching(state, filters)?;
-        let files: Vec<&(Path, u64, Vec<ScalarValue>)> = self
+        let files: Vec<&(Path, u64, Vec<ScalarValue>, Option<u64>)> = self
             .files
             .iter()
             .zip(&keep)
@@ -417,9 +420,16 @@ impl TableProvider for ParquetFilesTable {
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
         let first = (files[0].0.clone(), files[0].1);
+        // Exact when every file's count is known (Delta's `numRecords`): the planner then
+        // builds joins on the smaller side, e.g. a one-row CROSS JOIN side, instead of
+        // emitting one batch per row of the other.
+        let rows: Option<usize> = files
+            .iter()
+            .map(|f| f.3.map(|n| n as usize))
+            .sum::<Option<usize>>();
         let groups_n = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_n];
-        for (i, (path, size, values)) in files.into_iter().enumerate() {
+        for (i, (path, size, values, _)) in files.into_iter().enumerate() {
             // From the parsed path as it is: `PartitionedFile::new` would percent-encode it
             // again (`São` → `S%C3%A3o`, `%` → `%25`) and name a file that does not exist.
             let meta = object_store::ObjectMeta {
@@ -452,8 +462,13 @@ impl TableProvider for ParquetFilesTable {
                 self.prefix.clone(),
                 reading,
             )));
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        if let Some(rows) = rows {
+            statistics.num_rows = Precision::Exact(rows);
+        }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), Arc::new(source))
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)
             .build();

@@ -429,6 +429,7 @@ impl TableWriter {
                 location: location.clone(),
                 size: add.size as u64,
                 partition_values: new_file.partition_values.clone(),
+                rows: Some(batches.iter().map(|b| b.num_rows() as u64).sum()),
             });
             self.written.push(location);
             self.bytes_written += add.size as u64;
@@ -497,6 +498,7 @@ impl TableWriter {
             location: location.to_string(),
             size: meta.size,
             partition_values: vec![],
+            rows: Some(rows),
         });
         self.written.push(location.to_string());
         self.bytes_written += meta.size;

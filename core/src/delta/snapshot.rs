@@ -80,6 +80,10 @@ pub struct LiveFile {
     /// `None` is NULL).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub partition_values: Vec<Option<String>>,
+    /// The file's row count (`numRecords`), if its statistics give it: exact row counts let
+    /// the planner put the smaller side of a join where it belongs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
 }
 
 fn delta_err(location: &str, message: impl Into<String>) -> Error {
@@ -342,6 +346,7 @@ impl Snapshot {
                             .filter(|v| !v.is_empty())
                     })
                     .collect(),
+                rows: add_num_records(a),
             })
             .collect()
     }

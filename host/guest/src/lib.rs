@@ -10,6 +10,7 @@
 //! - [`abi`]: the imported host functions, the exported entry points (`medallion_alloc`,
 //!   `medallion_free`, `medallion_call`), and how buffers cross.
 //! - [`host_storage`]: the core's `Storage` and `Clock` over those imports.
+//! - [`memcmp`]: a word-at-a-time `memcmp` in place of wasi-libc's byte loop.
 //! - [`request`]: the requests the host sends (stage tables of a pipeline, run a query) and
 //!   what the guest answers.
 //!
@@ -21,5 +22,6 @@
 pub mod abi;
 #[cfg(target_arch = "wasm32")]
 pub mod host_storage;
+pub mod memcmp;
 #[cfg(target_arch = "wasm32")]
 pub mod request;

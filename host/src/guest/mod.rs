@@ -213,6 +213,10 @@ impl Guest {
         let started = Instant::now();
         let mut config = Config::new();
         config.epoch_interruption(timeouts);
+        // `perf record` can name the guest's functions only from a perf map of its JIT code.
+        if std::env::var_os("MEDALLION_GUEST_PERFMAP").is_some() {
+            config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|e| err(e.to_string()))?;
         let (module, cached) = cache::load(&engine, path).map_err(err)?;
         let mut linker = Linker::new(&engine);
