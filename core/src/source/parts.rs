@@ -410,14 +410,20 @@ impl TextParts {
             let bytes = storage.read_range(&self.location, self.pos..end).await?;
             self.pos = end;
             let mut quoted = self.quoted;
-            let mut cut = None;
-            for (i, b) in bytes.iter().enumerate() {
-                match b {
-                    b'"' if self.quotes => quoted = !quoted,
-                    b'\n' if !quoted => cut = Some(i),
-                    _ => {}
+            let cut = if self.quotes {
+                let mut cut = None;
+                for (i, b) in bytes.iter().enumerate() {
+                    match b {
+                        b'"' => quoted = !quoted,
+                        b'\n' if !quoted => cut = Some(i),
+                        _ => {}
+                    }
                 }
-            }
+                cut
+            } else {
+                // Without quotes the last newline is the cut: found from the end.
+                memchr::memrchr(b'\n', &bytes)
+            };
             // A cut is outside quotes, so the rest after it starts unquoted.
             self.quoted = quoted;
             match cut {
@@ -435,7 +441,7 @@ impl TextParts {
 
     fn emit(&mut self, part: Vec<u8>) -> (Vec<u8>, u64) {
         let before = self.lines;
-        self.lines += part.iter().filter(|b| **b == b'\n').count() as u64;
+        self.lines += memchr::memchr_iter(b'\n', &part).count() as u64;
         (part, before)
     }
 }
