@@ -181,11 +181,21 @@ pub struct ParquetFilesTable {
     file_schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
     store_url: ObjectStoreUrl,
-    /// Path, size, partition values, row count if known.
-    files: Vec<(Path, u64, Vec<ScalarValue>, Option<u64>)>,
+    files: Vec<TableFile>,
     storage: Shared,
     /// What object paths are relative to (see [`route`]).
     prefix: String,
+}
+
+/// One data file of a [`ParquetFilesTable`].
+#[derive(Debug)]
+struct TableFile {
+    path: Path,
+    size: u64,
+    /// In the order of the table's partition columns.
+    partition_values: Vec<ScalarValue>,
+    /// Its row count, if the log gives it (`numRecords`).
+    rows: Option<u64>,
 }
 
 impl ParquetFilesTable {
@@ -266,7 +276,12 @@ impl ParquetFilesTable {
                         delta::typed_value(field, v.as_deref(), &f.location)
                     })
                     .collect::<Result<Vec<_>>>()?;
-                Ok((path, f.size, values, f.rows))
+                Ok(TableFile {
+                    path,
+                    size: f.size,
+                    partition_values: values,
+                    rows: f.rows,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
@@ -356,7 +371,9 @@ impl ParquetFilesTable {
             .collect();
         let schema = Arc::new(Schema::new(self.partition_fields.clone()));
         let columns = (0..self.partition_fields.len())
-            .map(|i| ScalarValue::iter_to_array(self.files.iter().map(|f| f.2[i].clone())))
+            .map(|i| {
+                ScalarValue::iter_to_array(self.files.iter().map(|f| f.partition_values[i].clone()))
+            })
             .collect::<datafusion::error::Result<Vec<_>>>()?;
         let batch = RecordBatch::try_new(schema.clone(), columns)?;
         let df_schema = DFSchema::try_from(schema.as_ref().clone())?;
@@ -405,7 +422,7 @@ impl TableProvider for ParquetFilesTable {
         limit: Option<usize>,
     ) -> datafusion::error::Result<Arc<dyn ExecutionPlan>> {
         let keep = self.files_matching(state, filters)?;
-        let files: Vec<&(Path, u64, Vec<ScalarValue>, Option<u64>)> = self
+        let files: Vec<&TableFile> = self
             .files
             .iter()
             .zip(&keep)
@@ -419,28 +436,30 @@ impl TableProvider for ParquetFilesTable {
             };
             return Ok(Arc::new(EmptyExec::new(schema)));
         }
-        let first = (files[0].0.clone(), files[0].1);
+        let first = (files[0].path.clone(), files[0].size);
         // Exact when every file's count is known (Delta's `numRecords`): the planner then
         // builds joins on the smaller side, e.g. a one-row CROSS JOIN side, instead of
-        // emitting one batch per row of the other.
+        // emitting one batch per row of the other. Unknown rather than wrong if the sum does
+        // not fit (a 32-bit `usize` in wasm).
         let rows: Option<usize> = files
             .iter()
-            .map(|f| f.3.map(|n| n as usize))
-            .sum::<Option<usize>>();
+            .try_fold(0u64, |sum, f| sum.checked_add(f.rows?))
+            .and_then(|n| usize::try_from(n).ok());
         let groups_n = state.config().target_partitions().clamp(1, files.len());
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); groups_n];
-        for (i, (path, size, values, _)) in files.into_iter().enumerate() {
+        for (i, file) in files.into_iter().enumerate() {
             // From the parsed path as it is: `PartitionedFile::new` would percent-encode it
             // again (`São` → `S%C3%A3o`, `%` → `%25`) and name a file that does not exist.
             let meta = object_store::ObjectMeta {
-                location: path.clone(),
+                location: file.path.clone(),
                 last_modified: chrono::DateTime::<chrono::Utc>::default(),
-                size: *size,
+                size: file.size,
                 e_tag: None,
                 version: None,
             };
-            groups[i % groups_n]
-                .push(PartitionedFile::from(meta).with_partition_values(values.clone()));
+            groups[i % groups_n].push(
+                PartitionedFile::from(meta).with_partition_values(file.partition_values.clone()),
+            );
         }
         let reading = reading_of(state.config());
         let mut options = state.table_options().parquet.clone();
