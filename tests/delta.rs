@@ -644,3 +644,63 @@ async fn row_counts_from_the_log_answer_count_and_order_joins() {
         "the one-row side should be built first:\n{physical}"
     );
 }
+
+#[tokio::test]
+async fn queries_scan_strings_as_views_and_answer_plain_strings() {
+    let dir = tempfile::tempdir().unwrap();
+    orders(dir.path(), "d1", 0, 50);
+    run_with(SPEC, dir.path(), local(), "r1").await.unwrap();
+    let storage = local();
+    let ctx = medallion_core::query::new_context(EngineOptions::default());
+    for (name, layer) in [("t", "silver/orders"), ("g", "gold/by_region")] {
+        let location = dir.path().join("lake").join(layer);
+        medallion_core::query::register_location(&ctx, &storage, name, &location.to_string_lossy())
+            .await
+            .unwrap();
+    }
+    let (_, b) = medallion_core::query::collect_sql(
+        &ctx,
+        "q",
+        "SELECT DISTINCT arrow_typeof(region) AS t FROM t",
+    )
+    .await
+    .unwrap();
+    let scanned = medallion_core::arrow::util::pretty::pretty_format_batches(&b)
+        .unwrap()
+        .to_string();
+    assert!(scanned.contains("Utf8View"), "{scanned}");
+    // What users get back is plain Utf8, with the values the source lines hold: ids 0..50
+    // cycle through the five regions, the empty one written as null.
+    for sql in [
+        "SELECT region, count(*) AS n FROM t GROUP BY region ORDER BY region",
+        "SELECT region, orders AS n FROM g ORDER BY region",
+    ] {
+        let (schema, b) = medallion_core::query::collect_sql(&ctx, "q", sql)
+            .await
+            .unwrap();
+        let types: Vec<_> = std::iter::once(schema.field(0).data_type().clone())
+            .chain(b.iter().map(|b| b.column(0).data_type().clone()))
+            .collect();
+        assert!(
+            types
+                .iter()
+                .all(|t| *t == medallion_core::arrow::datatypes::DataType::Utf8),
+            "{sql}: {types:?}"
+        );
+        let got = medallion_core::arrow::util::pretty::pretty_format_batches(&b)
+            .unwrap()
+            .to_string();
+        for region in ["North East", "a/b=c%", "São Paulo", "日本"] {
+            assert!(
+                got.lines()
+                    .any(|l| l.contains(&format!("| {region} ")) && l.contains("| 10 ")),
+                "{sql}: {region}\n{got}"
+            );
+        }
+        assert!(
+            got.lines()
+                .any(|l| l.starts_with("|  ") && l.contains("| 10 ")),
+            "{sql}: null region\n{got}"
+        );
+    }
+}

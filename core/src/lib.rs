@@ -48,6 +48,7 @@ pub mod report;
 pub mod source;
 pub mod spec;
 pub mod storage;
+pub mod string_views;
 mod types;
 
 pub use error::{Error, Result};

@@ -713,7 +713,8 @@ impl Run<'_> {
             schema,
             partition_columns,
             files,
-        )?;
+        )?
+        .with_plain_strings();
         let _ = self.ctx.deregister_table(name);
         self.ctx
             .register_table(name, Arc::new(table))
@@ -1689,7 +1690,8 @@ impl Run<'_> {
                 s.schema.clone(),
                 &s.metadata.partition_columns,
                 std::slice::from_ref(&file),
-            )?;
+            )?
+            .with_plain_strings();
             let _ = self.ctx.deregister_table(FILE);
             self.ctx
                 .register_table(FILE, Arc::new(table))
@@ -1728,7 +1730,8 @@ impl Run<'_> {
                     s.schema.clone(),
                     &s.metadata.partition_columns,
                     &touched_files,
-                )?;
+                )?
+                .with_plain_strings();
                 self.ctx
                     .read_table(Arc::new(table))
                     .context(|| format!("{what}: merge"))?

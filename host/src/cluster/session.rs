@@ -163,7 +163,8 @@ impl ClusterSession {
     /// Runs `sql` on the cluster to completion. Errors name `what`, the scheduler and, once
     /// the scheduler has accepted it, the Ballista job.
     pub async fn collect(&self, what: &str, sql: &str) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        let stream = self.stream(what, sql).await?;
+        // Plain strings, as the in-process engine answers (see `string_views`).
+        let stream = medallion_core::string_views::plain_stream(self.stream(what, sql).await?);
         let schema = stream.schema();
         let batches = stream
             .try_collect()
