@@ -10,8 +10,9 @@ Each is run natively with `--memory-limit 128MiB` and without a limit, under /us
              deltalake (the run clock's columns left out); so does a guest run (`--engine guest
              --max-memory 1GiB`, whose queries get half of it and cannot spill)
   bounded    the limited run's peak RSS does not grow with the sources: with 3× the bytes its
-             median of 3 runs stays within 15% (+32 MiB) of the 3-day run's median, and below the unlimited run's; and
-             it stays under the limit + OVERHEAD (the binary, one source file parsed into Arrow
+             median of 5 runs stays within 15% (+32 MiB) of the 3-day run's median, and below
+             the unlimited run's; and it stays under the limit + OVERHEAD (the binary, one
+             source file parsed into Arrow
              and one data file encoded at a time, sort buffers DataFusion does not count, and
              allocator slack; measured ~250 MiB)
   one file   the same 9 days with each table's files joined into one file (NDJSON concatenated,
@@ -64,9 +65,9 @@ def timed_run(bin_, spec, lake, *extra):
     return p.returncode, rss, secs, p.stderr
 
 
-def median_run(bin_, spec, lake, *extra, times=3):
+def median_run(bin_, spec, lake, *extra, times=5):
     """timed_run `times` times: peak RSS varies from run to run with how the allocator's
-    per-thread heaps happen to overlap (the 3-day run measured 297–355 MiB), so growth is
+    per-thread heaps happen to overlap (the 3-day run measured 274–355 MiB), so growth is
     judged on medians. Returns (exit code, median RSS, median seconds, stderr, every RSS)."""
     runs = []
     for _ in range(times):
