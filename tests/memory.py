@@ -12,9 +12,8 @@ Each is run natively with `--memory-limit 128MiB` and without a limit, under /us
   bounded    the limited run's peak RSS does not grow with the sources: with 3× the bytes its
              median of 5 runs stays within 15% (+32 MiB) of the 3-day run's median, and below
              the unlimited run's; and it stays under the limit + OVERHEAD (the binary, one
-             source file parsed into Arrow
-             and one data file encoded at a time, sort buffers DataFusion does not count, and
-             allocator slack; measured ~250 MiB)
+             source file parsed into Arrow and one data file encoded at a time, sort buffers
+             DataFusion does not count, and allocator slack; measured ~250 MiB)
   one file   the same 9 days with each table's files joined into one file (NDJSON concatenated,
              Parquet rewritten by pyarrow in row groups of 20k rows): the largest file alone is
              larger than the limit, and is read in parts (ranged reads cut at line ends, Parquet
