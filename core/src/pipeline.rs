@@ -690,6 +690,24 @@ impl Run<'_> {
         out
     }
 
+    /// `files` as a table this run reads. Plain strings, not views: see
+    /// [`ParquetFilesTable::with_plain_strings`].
+    fn files_table(
+        &self,
+        schema: SchemaRef,
+        partition_columns: &[String],
+        files: &[LiveFile],
+    ) -> Result<ParquetFilesTable> {
+        Ok(ParquetFilesTable::partitioned(
+            &self.ctx,
+            &self.storage,
+            schema,
+            partition_columns,
+            files,
+        )?
+        .with_plain_strings())
+    }
+
     fn register(
         &mut self,
         name: &str,
@@ -707,14 +725,7 @@ impl Run<'_> {
                 version,
             },
         );
-        let table = ParquetFilesTable::partitioned(
-            &self.ctx,
-            &self.storage,
-            schema,
-            partition_columns,
-            files,
-        )?
-        .with_plain_strings();
+        let table = self.files_table(schema, partition_columns, files)?;
         let _ = self.ctx.deregister_table(name);
         self.ctx
             .register_table(name, Arc::new(table))
@@ -1684,14 +1695,11 @@ impl Run<'_> {
         let mut touched: Vec<(String, LiveFile)> = Vec::new();
         let mut outcome = Ok(());
         for (path, file) in s.files.keys().zip(live) {
-            let table = ParquetFilesTable::partitioned(
-                &self.ctx,
-                &self.storage,
+            let table = self.files_table(
                 s.schema.clone(),
                 &s.metadata.partition_columns,
                 std::slice::from_ref(&file),
-            )?
-            .with_plain_strings();
+            )?;
             let _ = self.ctx.deregister_table(FILE);
             self.ctx
                 .register_table(FILE, Arc::new(table))
@@ -1724,14 +1732,11 @@ impl Run<'_> {
         let old_rows = match touched_files.is_empty() {
             true => Vec::new(),
             false => {
-                let table = ParquetFilesTable::partitioned(
-                    &self.ctx,
-                    &self.storage,
+                let table = self.files_table(
                     s.schema.clone(),
                     &s.metadata.partition_columns,
                     &touched_files,
-                )?
-                .with_plain_strings();
+                )?;
                 self.ctx
                     .read_table(Arc::new(table))
                     .context(|| format!("{what}: merge"))?
