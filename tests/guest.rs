@@ -264,3 +264,144 @@ async fn a_table_over_the_time_limit_fails_cleanly() {
     );
     assert_unchanged(&dir.path().join("lake"));
 }
+
+/// Runs `spec` with [`job::run_graph`] and tables staged in this process, as the native CLI
+/// does; `before` runs first in each table's thread.
+async fn run_graph_in_process(
+    spec: &str,
+    base: &Path,
+    lake: &Path,
+    before: impl Fn(&str) -> Result<(), GuestError> + Send + Sync + 'static,
+) -> Result<RunReport, GuestError> {
+    let spec = PipelineSpec::from_toml(spec).unwrap();
+    let opts = RunOptions {
+        lake: lake.to_string_lossy().into_owned(),
+        base: base.to_string_lossy().into_owned(),
+        run_id: medallion_host::new_run_id(),
+        engine: EngineOptions::default(),
+        max_files_per_table: None,
+        max_bytes_per_table: None,
+    };
+    let ctx = context(job::pipeline_grants(&spec, &opts), Limits::default());
+    tokio::task::spawn_blocking(move || {
+        let stage = |table: &str, inputs: Vec<&medallion_core::pipeline::TableState>| {
+            before(table)?;
+            let inputs: Vec<_> = inputs.into_iter().cloned().collect();
+            ctx.runtime
+                .block_on(medallion_core::pipeline::stage(
+                    &spec,
+                    ctx.storage.clone(),
+                    &medallion_host::SystemClock::new(),
+                    &opts,
+                    &[table.to_string()],
+                    &inputs,
+                    &|_| {},
+                ))
+                .map_err(GuestError::InProcess)
+        };
+        job::run_graph(&stage, &ctx, &spec, &opts, 2)
+    })
+    .await
+    .unwrap()
+}
+
+const TWO_CHAINS: &str = r#"
+[bronze.big_raw]
+path = "data/big.csv"
+schema = { id = "bigint" }
+
+[bronze.small_raw]
+path = "data/small.csv"
+schema = { id = "bigint" }
+
+[silver.small]
+sql = "SELECT id FROM small_raw"
+
+[gold.both]
+sql = "SELECT (SELECT count(*) FROM big_raw) + (SELECT count(*) FROM small) AS n"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_starts_when_its_inputs_are_staged_not_its_whole_level() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("data/big.csv"), "id\n1\n2\n3\n");
+    write(&dir.path().join("data/small.csv"), "id\n4\n");
+    // `big_raw` stays in its thread until `small` (a level later) has started: built level by
+    // level, `small` could not start before `big_raw` ended, and the wait would time out.
+    let small_started = Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new()));
+    let signal = small_started.clone();
+    let order = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = order.clone();
+    let report = run_graph_in_process(
+        TWO_CHAINS,
+        dir.path(),
+        &dir.path().join("lake"),
+        move |table| {
+            seen.lock().unwrap().push(table.to_string());
+            let (lock, cv) = &*signal;
+            match table {
+                "big_raw" => {
+                    let (done, timeout) = cv
+                        .wait_timeout_while(lock.lock().unwrap(), Duration::from_secs(30), |d| !*d)
+                        .unwrap();
+                    assert!(
+                        *done && !timeout.timed_out(),
+                        "`small` did not start while `big_raw` was being built"
+                    );
+                }
+                "small" => {
+                    *lock.lock().unwrap() = true;
+                    cv.notify_all();
+                }
+                _ => {}
+            }
+            Ok(())
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert!(report.ok);
+    let order = order.lock().unwrap().clone();
+    // `both` reads `big_raw` too, so it cannot start before `big_raw` is staged.
+    assert_eq!(order.last().map(String::as_str), Some("both"), "{order:?}");
+    assert_eq!(
+        rows(&dir.path().join("lake/gold/both"), "SELECT n FROM t").await,
+        vec!["4"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_failure_no_table_starts_and_nothing_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("data/big.csv"), "id\n1\n2\n3\n");
+    write(&dir.path().join("data/small.csv"), "id\n4\n");
+    let started = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = started.clone();
+    let lake = dir.path().join("lake");
+    let err = run_graph_in_process(TWO_CHAINS, dir.path(), &lake, move |table| {
+        seen.lock().unwrap().push(table.to_string());
+        match table {
+            "small_raw" => Err(GuestError::Failed {
+                what: "building table `small_raw`".into(),
+                message: "injected".into(),
+            }),
+            // Still running when `small_raw` fails: it finishes, and its files go too.
+            "big_raw" => {
+                std::thread::sleep(Duration::from_millis(300));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    })
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("injected"), "{err}");
+    let started = started.lock().unwrap().clone();
+    assert!(
+        !started.iter().any(|t| t == "small" || t == "both"),
+        "{started:?}"
+    );
+    // No log was written, and the staged data file of `big_raw` was removed.
+    assert!(!lake.join("bronze/big_raw/_delta_log").exists());
+    assert_eq!(data_files(&lake.join("bronze/big_raw")), 0);
+}

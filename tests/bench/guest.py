@@ -3,8 +3,8 @@
 
 What it measures (medians of --repeat runs, all on this machine, same data, one invocation)
   retail   the retail demo pipeline (examples/retail/pipeline.toml) at --scale, into a fresh lake
-           per run: `medallion run --engine guest` (parallel instances, one per table of a DAG
-           level), `--engine native` (DataFusion with all cores), and DuckDB running the same SQL
+           per run: `medallion run --engine guest` (parallel instances, a table each, started
+           as the tables it reads are staged), `--engine native` (DataFusion with all cores), and DuckDB running the same SQL
            (bronze read with read_csv/read_json/read_parquet, silver SQL + `drop`/`fail`
            expectations as filters + dedupe as QUALIFY row_number(), gold SQL, every table
            written to Parquet). Wall time of the whole process.

@@ -88,7 +88,7 @@ pub async fn run_spec(
             .await
         }
         Engine::Native => {
-            let result = run_native_levels(spec, opts, storage, &guest, progress.clone()).await;
+            let result = run_native_graph(spec, opts, storage, &guest, progress.clone()).await;
             progress.finish();
             return result.map_err(|e| failed(spec_path, e, &pulled));
         }
@@ -123,10 +123,11 @@ pub async fn run_spec(
     report.map_err(|e| failed(spec_path, anyhow::Error::from(e), &pulled))
 }
 
-/// The pipeline run in this process with the tables of each level of its graph built at once,
-/// each in its own session on its own thread (bronze parsing is one thread per table),
-/// staged and then committed together as guest instances' are ([`guest::job::run_levels`]).
-async fn run_native_levels(
+/// The pipeline run in this process with tables built side by side as soon as the tables they
+/// read are, each in its own session on its own thread (bronze parsing is one thread per
+/// table), staged and then committed together as guest instances' are
+/// ([`guest::job::run_graph`]).
+async fn run_native_graph(
     spec: PipelineSpec,
     opts: RunOptions,
     storage: Arc<CountingStorage>,
@@ -159,7 +160,7 @@ async fn run_native_levels(
                 ))
                 .map_err(guest::GuestError::InProcess)
         };
-        guest::job::run_levels(&stage, &ctx, &spec, &opts, workers)
+        guest::job::run_graph(&stage, &ctx, &spec, &opts, workers)
     })
     .await?;
     Ok(report?)

@@ -1,19 +1,19 @@
 //! Jobs for the guest: a pipeline run staged across parallel instances and committed once,
-//! and a query in one instance. Native runs use the same level-by-level staging
-//! ([`run_levels`]) with tables staged in this process, on threads.
+//! and a query in one instance. Native runs use the same staging ([`run_graph`]) with tables
+//! staged in this process, on threads.
 //!
-//! A pipeline run goes level by level through the table graph ([`Dag::levels`]): the tables
-//! of one level read only tables of earlier levels, so each is built in its own instance, up
-//! to `instances` at a time. An instance stages its table (writes data files, not the log)
-//! and answers the staged version as plain data; the next level's instances read those
-//! staged files. When every table is staged, the host commits them all, as the in-process
-//! run does. A failure anywhere removes every staged file, and no table changes. Each answer
-//! is checked against the grants first ([`staged_check`]): one that names a path outside
-//! them fails the run, and the host writes and removes nothing outside the grants.
+//! A pipeline run goes through the table graph ([`Dag`]): each table is built in its own
+//! instance, up to `instances` at a time, as soon as the tables it reads are staged (not
+//! when a whole level of the graph is: a small table's chain need not wait for the largest
+//! bronze file). An instance stages its table (writes data files, not the log) and answers
+//! the staged version as plain data; the instances of tables that read it read those staged
+//! files. When every table is staged, the host commits them all, as the in-process run does.
+//! A failure anywhere removes every staged file, and no table changes. Each answer is
+//! checked against the grants first ([`staged_check`]): one that names a path outside them
+//! fails the run, and the host writes and removes nothing outside the grants.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
 use medallion_core::arrow::array::RecordBatch;
@@ -23,7 +23,7 @@ use medallion_core::clock::Clock;
 use medallion_core::dag::{self, Dag};
 use medallion_core::pipeline::{self, RunOptions, StagedCommit, TableState};
 use medallion_core::report::{RunReport, StageTime, TableReport};
-use medallion_core::spec::PipelineSpec;
+use medallion_core::spec::{Layer, PipelineSpec};
 use medallion_core::storage::{is_url, join, CountingStorage, IoCounts, Storage};
 use serde_json::json;
 
@@ -80,12 +80,13 @@ pub fn run_pipeline(
                 })
             })
     };
-    run_levels(&stage, ctx, spec, opts, instances)
+    run_graph(&stage, ctx, spec, opts, instances)
 }
 
-/// Runs a pipeline level by level, the tables of a level staged by `stage` up to `workers`
-/// at a time, then commits them all (see the module's comment). Blocks.
-pub fn run_levels(
+/// Runs a pipeline through its table graph: a table is staged by `stage` as soon as the
+/// tables it reads are, up to `workers` at a time, then all are committed (see the module's
+/// comment). Blocks.
+pub fn run_graph(
     stage: &StageTable,
     ctx: &Context,
     spec: &PipelineSpec,
@@ -109,55 +110,41 @@ pub fn run_levels(
         ms: started.elapsed().as_secs_f64() * 1000.0,
     });
 
-    let mut states: HashMap<String, TableState> = HashMap::new();
-    let mut commits: Vec<StagedCommit> = Vec::new();
-    let mut tables: BTreeMap<String, TableReport> = BTreeMap::new();
-    let mut io = IoCounts::default();
-    for level in dag.levels() {
-        let t = Instant::now();
-        let results = stage_level(stage, &dag, &level, &states, workers);
-        let mut failure = None;
-        for (table, result) in level.iter().zip(results) {
-            let result = result.and_then(|staged| {
-                match staged_check::check(&ctx.grants, &staged.commits) {
-                    Ok(()) => Ok(staged),
-                    Err(refused) => {
-                        // Its files inside the lake go with the rest of a failed run's.
-                        commits.extend(staged_check::inside_grants(&ctx.grants, staged.commits));
-                        Err(GuestError::Refused(format!(
-                            "building table `{table}`: {refused}"
-                        )))
-                    }
-                }
-            });
-            match result {
-                Ok(staged) => {
-                    commits.extend(staged.commits);
-                    io = io + staged.io;
-                    for s in staged.states {
-                        states.insert(s.table.clone(), s);
-                    }
-                    for r in staged.tables {
-                        tables.insert(r.table.clone(), r);
-                    }
-                }
-                Err(e) => {
-                    failure.get_or_insert((table.clone(), e));
-                }
-            }
-        }
-        if let Some((_, e)) = failure {
-            let staged = std::mem::take(&mut commits);
-            ctx.runtime.block_on(staged_check::discard(
-                ctx.storage.as_ref(),
-                &ctx.grants,
-                staged,
-            ));
-            return Err(e);
-        }
+    let Board {
+        waiting,
+        commits,
+        failure,
+        tables: mut built,
+        io,
+        spans,
+        ..
+    } = stage_graph(stage, ctx, spec, &dag, workers, started);
+    let failure = failure.or_else(|| {
+        // Every input of a table is in the graph (dag::plan), so all become ready; should one
+        // not, the run stops rather than commit without it.
+        waiting.first().map(|t| {
+            let e = GuestError::Failed {
+                what: format!("building table `{t}`"),
+                message: "the tables it reads were never built".into(),
+            };
+            (t.clone(), e)
+        })
+    });
+    if let Some((_, e)) = failure {
+        ctx.runtime.block_on(staged_check::discard(
+            ctx.storage.as_ref(),
+            &ctx.grants,
+            commits,
+        ));
+        return Err(e);
+    }
+    for (layer, span) in spans {
         report.stages.push(StageTime {
-            stage: level_name(spec, &level),
-            ms: t.elapsed().as_secs_f64() * 1000.0,
+            stage: match span.tables {
+                1 => layer.as_str().to_string(),
+                n => format!("{} ×{n}", layer.as_str()),
+            },
+            ms: span.end - span.start,
         });
     }
 
@@ -176,7 +163,7 @@ pub fn run_levels(
         stage: "commit".into(),
         ms: t.elapsed().as_secs_f64() * 1000.0,
     });
-    report.tables = dag.order.iter().filter_map(|t| tables.remove(t)).collect();
+    report.tables = dag.order.iter().filter_map(|t| built.remove(t)).collect();
     pipeline::record_versions(&mut report, &committed);
     report.ok = true;
     report.io = io + counting.stats().counts();
@@ -184,66 +171,138 @@ pub fn run_levels(
     Ok(report)
 }
 
-/// `bronze ×6`, `silver ×2, gold`: what a level builds, for the report's stage times.
-fn level_name(spec: &PipelineSpec, level: &[String]) -> String {
-    let mut counts: BTreeMap<_, usize> = BTreeMap::new();
-    for t in level {
-        if let Some(layer) = spec.layer_of(t) {
-            *counts.entry(layer).or_default() += 1;
-        }
-    }
-    counts
-        .iter()
-        .map(|(layer, n)| match n {
-            1 => layer.as_str().to_string(),
-            n => format!("{} ×{n}", layer.as_str()),
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
+/// When the tables of one layer were being built, in ms since the run started; spans of
+/// layers overlap, since a table starts when its own inputs are ready.
+#[derive(Default)]
+struct Span {
+    start: f64,
+    end: f64,
+    tables: usize,
 }
 
-/// Stages each table of a level with `stage`, at most `workers` at once; results in the
-/// level's order. Staged files of a failed level are removed by the caller.
-fn stage_level(
-    stage: &StageTable,
-    dag: &Dag,
-    level: &[String],
-    states: &HashMap<String, TableState>,
-    workers: usize,
-) -> Vec<Result<pipeline::Staged, GuestError>> {
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<pipeline::Staged, GuestError>>>> =
-        Mutex::new((0..level.len()).map(|_| None).collect());
-    let workers = workers.clamp(1, level.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..workers {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(table) = level.get(i) else { break };
-                let inputs: Vec<&TableState> = dag.inputs[table]
-                    .iter()
-                    .filter_map(|t| states.get(t))
-                    .collect();
-                let result = stage(table, inputs);
-                if let Ok(mut r) = results.lock() {
-                    r[i] = Some(result);
+/// What the workers of [`stage_graph`] share.
+#[derive(Default)]
+struct Board {
+    /// Tables not started yet, in build order.
+    waiting: Vec<String>,
+    /// Tables staged (whatever the outcome).
+    finished: HashSet<String>,
+    running: usize,
+    states: HashMap<String, TableState>,
+    commits: Vec<StagedCommit>,
+    tables: BTreeMap<String, TableReport>,
+    io: IoCounts,
+    /// The first table that failed, and why; no table starts after it.
+    failure: Option<(String, GuestError)>,
+    spans: BTreeMap<Layer, Span>,
+}
+
+impl Board {
+    /// The first waiting table whose inputs are all staged, taken off the list.
+    fn next_ready(&mut self, dag: &Dag) -> Option<String> {
+        let at = self
+            .waiting
+            .iter()
+            .position(|t| dag.inputs[t].iter().all(|i| self.finished.contains(i)))?;
+        Some(self.waiting.remove(at))
+    }
+
+    fn record(&mut self, ctx: &Context, table: &str, result: Result<pipeline::Staged, GuestError>) {
+        let result = result.and_then(|staged| {
+            match staged_check::check(&ctx.grants, &staged.commits) {
+                Ok(()) => Ok(staged),
+                Err(refused) => {
+                    // Its files inside the lake go with the rest of a failed run's.
+                    self.commits
+                        .extend(staged_check::inside_grants(&ctx.grants, staged.commits));
+                    Err(GuestError::Refused(format!(
+                        "building table `{table}`: {refused}"
+                    )))
                 }
+            }
+        });
+        match result {
+            Ok(staged) => {
+                self.commits.extend(staged.commits);
+                self.io = self.io + staged.io;
+                for s in staged.states {
+                    self.states.insert(s.table.clone(), s);
+                }
+                for r in staged.tables {
+                    self.tables.insert(r.table.clone(), r);
+                }
+            }
+            Err(e) => {
+                self.failure.get_or_insert((table.to_string(), e));
+            }
+        }
+    }
+}
+
+/// Stages every table of `dag` with `stage`, at most `workers` at once, each as soon as the
+/// tables it reads are staged, in build order among those ready. After a failure no table
+/// starts; those running finish, so that the caller can remove all that was staged.
+fn stage_graph(
+    stage: &StageTable,
+    ctx: &Context,
+    spec: &PipelineSpec,
+    dag: &Dag,
+    workers: usize,
+    started: Instant,
+) -> Board {
+    let board = Mutex::new(Board {
+        waiting: dag.levels().into_iter().flatten().collect(),
+        ..Default::default()
+    });
+    let changed = Condvar::new();
+    let ms = || started.elapsed().as_secs_f64() * 1000.0;
+    // A worker that panicked leaves the board as it was; the scope then panics too.
+    let lock = || board.lock().unwrap_or_else(PoisonError::into_inner);
+    std::thread::scope(|scope| {
+        for _ in 0..workers.clamp(1, dag.order.len().max(1)) {
+            scope.spawn(|| {
+                let mut b = lock();
+                loop {
+                    if b.failure.is_some() || b.waiting.is_empty() {
+                        break;
+                    }
+                    let Some(table) = b.next_ready(dag) else {
+                        if b.running == 0 {
+                            break;
+                        }
+                        b = changed.wait(b).unwrap_or_else(PoisonError::into_inner);
+                        continue;
+                    };
+                    b.running += 1;
+                    let inputs: Vec<TableState> = dag.inputs[&table]
+                        .iter()
+                        .filter_map(|t| b.states.get(t).cloned())
+                        .collect();
+                    drop(b);
+                    let start = ms();
+                    let result = stage(&table, inputs.iter().collect());
+                    let end = ms();
+                    b = lock();
+                    b.record(ctx, &table, result);
+                    b.running -= 1;
+                    b.finished.insert(table.clone());
+                    if let Some(layer) = spec.layer_of(&table) {
+                        let span = b.spans.entry(layer).or_insert(Span {
+                            start,
+                            end,
+                            tables: 0,
+                        });
+                        span.start = span.start.min(start);
+                        span.end = span.end.max(end);
+                        span.tables += 1;
+                    }
+                    changed.notify_all();
+                }
+                changed.notify_all();
             });
         }
     });
-    results
-        .into_inner()
-        .unwrap_or_default()
-        .into_iter()
-        .map(|r| {
-            r.unwrap_or_else(|| {
-                Err(GuestError::Failed {
-                    what: "building a table".into(),
-                    message: "its instance did not answer".into(),
-                })
-            })
-        })
-        .collect()
+    board.into_inner().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// What a query answered.
