@@ -128,21 +128,83 @@ impl ScalarUDFImpl for DecimalOp {
         let [l, r] = args.args.as_slice() else {
             return datafusion::common::exec_err!("{} takes two arguments", self.name);
         };
+        let out_type = args.return_field.data_type();
+        // A literal side (`1 - l_discount`) is used as one value, not made a column first.
+        if let Some(out) = fast(self.op, Side::of(l), Side::of(r), out_type)? {
+            return Ok(ColumnarValue::Array(out));
+        }
         let scalar = matches!((l, r), (ColumnarValue::Scalar(_), ColumnarValue::Scalar(_)));
         let rows = if scalar { 1 } else { args.number_rows };
         let (la, ra) = (l.to_array(rows)?, r.to_array(rows)?);
-        let out = match fast(self.op, &la, &ra, args.return_field.data_type())? {
-            Some(out) => out,
-            None => match kernel(self.op) {
-                Some(kernel) => kernel(&la, &ra)?,
-                None => return datafusion::common::exec_err!("{}: no kernel", self.name),
-            },
+        let out = match kernel(self.op) {
+            Some(kernel) => kernel(&la, &ra)?,
+            None => return datafusion::common::exec_err!("{}: no kernel", self.name),
         };
         Ok(match scalar {
             true => ColumnarValue::Scalar(ScalarValue::try_from_array(&out, 0)?),
             false => ColumnarValue::Array(out),
         })
     }
+}
+
+/// One operand: a column, or one (non-null) value with its scale for every row of the other.
+#[derive(Clone, Copy)]
+enum Side<'a> {
+    Column(&'a ArrayRef),
+    Value(i128, i8),
+    /// Neither (a null literal, two literals): Arrow's kernel takes it.
+    Other,
+}
+
+impl<'a> Side<'a> {
+    fn of(v: &'a ColumnarValue) -> Self {
+        match v {
+            ColumnarValue::Array(a) => Side::Column(a),
+            ColumnarValue::Scalar(ScalarValue::Decimal128(Some(v), _, s)) => Side::Value(*v, *s),
+            ColumnarValue::Scalar(_) => Side::Other,
+        }
+    }
+
+    fn scale(&self) -> Option<i8> {
+        match self {
+            Side::Column(a) => match a.data_type() {
+                DataType::Decimal128(_, s) => Some(*s),
+                _ => None,
+            },
+            Side::Value(_, s) => Some(*s),
+            Side::Other => None,
+        }
+    }
+
+    /// The largest magnitude, null slots included, if every value fits in `i64`.
+    fn magnitude(&self) -> Option<u64> {
+        match self {
+            Side::Column(a) => magnitude(a.as_primitive::<Decimal128Type>()),
+            Side::Value(v, _) => i64::try_from(*v).ok().map(i64::unsigned_abs),
+            Side::Other => None,
+        }
+    }
+}
+
+/// `f` of each row's pair of values, each known to fit in `i64`; `None` for two literals.
+fn combine(a: Side, b: Side, f: impl Fn(i64, i64) -> i64) -> Option<ScalarBuffer<i128>> {
+    let values = |c: &ArrayRef| c.as_primitive::<Decimal128Type>().values().clone();
+    Some(match (a, b) {
+        (Side::Column(x), Side::Column(y)) => values(x)
+            .iter()
+            .zip(values(y).iter())
+            .map(|(&x, &y)| f(x as i64, y as i64) as i128)
+            .collect(),
+        (Side::Column(x), Side::Value(y, _)) => values(x)
+            .iter()
+            .map(|&x| f(x as i64, y as i64) as i128)
+            .collect(),
+        (Side::Value(x, _), Side::Column(y)) => values(y)
+            .iter()
+            .map(|&y| f(x as i64, y as i64) as i128)
+            .collect(),
+        _ => return None,
+    })
 }
 
 /// The largest magnitude in `a`, null slots included, if every value fits in `i64`.
@@ -156,37 +218,28 @@ fn magnitude(a: &PrimitiveArray<Decimal128Type>) -> Option<u64> {
 
 /// `l op r` in `i64` as `out_type` (Arrow's type for it, see [`result_type`]), if no value of
 /// the result (rescaled operands included) can leave `i64`.
-fn fast(op: Operator, l: &ArrayRef, r: &ArrayRef, out_type: &DataType) -> Result<Option<ArrayRef>> {
-    let (DataType::Decimal128(_, s1), DataType::Decimal128(_, s2)) = (l.data_type(), r.data_type())
-    else {
+fn fast(op: Operator, l: Side, r: Side, out_type: &DataType) -> Result<Option<ArrayRef>> {
+    let (Some(s1), Some(s2)) = (l.scale(), r.scale()) else {
         return Ok(None);
     };
     let &DataType::Decimal128(p, s) = out_type else {
         return Ok(None);
     };
-    let (a, b) = (
-        l.as_primitive::<Decimal128Type>(),
-        r.as_primitive::<Decimal128Type>(),
-    );
-    let (Some(ma), Some(mb)) = (magnitude(a), magnitude(b)) else {
+    let (Some(ma), Some(mb)) = (l.magnitude(), r.magnitude()) else {
         return Ok(None);
     };
     let limit = i64::MAX as u64;
-    let values: ScalarBuffer<i128> = match op {
+    let values = match op {
         Operator::Multiply => {
             if ma.checked_mul(mb).is_none_or(|m| m > limit) {
                 return Ok(None);
             }
-            a.values()
-                .iter()
-                .zip(b.values().iter())
-                .map(|(&x, &y)| (x as i64).wrapping_mul(y as i64) as i128)
-                .collect()
+            combine(l, r, |x, y| x.wrapping_mul(y))
         }
         Operator::Plus | Operator::Minus => {
             // Both sides at the result's scale, as Arrow rescales them.
             let pow = |from: i8| 10u64.checked_pow(u32::try_from(s - from).ok()?);
-            let (Some(fa), Some(fb)) = (pow(*s1), pow(*s2)) else {
+            let (Some(fa), Some(fb)) = (pow(s1), pow(s2)) else {
                 return Ok(None);
             };
             let bound = ma
@@ -198,17 +251,18 @@ fn fast(op: Operator, l: &ArrayRef, r: &ArrayRef, out_type: &DataType) -> Result
             }
             let (fa, fb) = (fa as i64, fb as i64);
             let sign = if op == Operator::Minus { -1 } else { 1 };
-            a.values()
-                .iter()
-                .zip(b.values().iter())
-                .map(|(&x, &y)| {
-                    ((x as i64).wrapping_mul(fa) + sign * (y as i64).wrapping_mul(fb)) as i128
-                })
-                .collect()
+            combine(l, r, |x, y| x.wrapping_mul(fa) + sign * y.wrapping_mul(fb))
         }
         _ => return Ok(None),
     };
-    let nulls = NullBuffer::union(a.nulls(), b.nulls());
+    let Some(values) = values else {
+        return Ok(None);
+    };
+    let nulls = |side: Side| match side {
+        Side::Column(c) => c.nulls().cloned(),
+        _ => None,
+    };
+    let nulls = NullBuffer::union(nulls(l).as_ref(), nulls(r).as_ref());
     let out =
         PrimitiveArray::<Decimal128Type>::new(values, nulls).with_precision_and_scale(p, s)?;
     Ok(Some(Arc::new(out)))
@@ -321,37 +375,78 @@ mod tests {
                 ),
             ),
         ];
-        let mut fast_taken = 0;
+        // Each case as two columns, and with a literal (the other side's first value) on
+        // either side, which Arrow's kernel takes as a `Scalar`.
+        let literal = |a: &ArrayRef| {
+            let v = a.as_primitive::<Decimal128Type>();
+            v.is_valid(0).then(|| (v.value(0), a.slice(0, 1)))
+        };
+        let mut fast_taken = [0; 3];
         for (l, r) in &cases {
             for op in [Operator::Plus, Operator::Minus, Operator::Multiply] {
-                let arrow = kernel(op).unwrap()(l, r);
                 let Some(out_type) = result_type(op, l.data_type(), r.data_type()) else {
                     continue;
                 };
-                // Declined (None): the values may leave i64; Arrow's kernel computes them.
-                if let Some(got) = fast(op, l, r, &out_type).unwrap() {
-                    fast_taken += 1;
+                let scale = |a: &ArrayRef| match a.data_type() {
+                    DataType::Decimal128(_, s) => *s,
+                    _ => unreachable!(),
+                };
+                let mut forms = vec![(
+                    kernel(op).unwrap()(l, r),
+                    fast(op, Side::Column(l), Side::Column(r), &out_type).unwrap(),
+                )];
+                if let Some((v, one)) = literal(l) {
+                    let scalar = datafusion::arrow::array::Scalar::new(one);
+                    forms.push((
+                        kernel(op).unwrap()(&scalar, r),
+                        fast(op, Side::Value(v, scale(l)), Side::Column(r), &out_type).unwrap(),
+                    ));
+                }
+                if let Some((v, one)) = literal(r) {
+                    let scalar = datafusion::arrow::array::Scalar::new(one);
+                    forms.push((
+                        kernel(op).unwrap()(l, &scalar),
+                        fast(op, Side::Column(l), Side::Value(v, scale(r)), &out_type).unwrap(),
+                    ));
+                }
+                for (form, (arrow, got)) in forms.into_iter().enumerate() {
+                    // Declined (None): the values may leave i64; Arrow's kernel computes them.
+                    let Some(got) = got else { continue };
+                    fast_taken[form] += 1;
                     let arrow = arrow.unwrap();
                     assert_eq!(got.data_type(), arrow.data_type(), "{op} {l:?} {r:?}");
-                    assert_eq!(got.nulls(), arrow.nulls());
+                    assert_eq!(got.nulls(), arrow.nulls(), "{op} form {form}");
                     let (g, w) = (
                         got.as_primitive::<Decimal128Type>(),
                         arrow.as_primitive::<Decimal128Type>(),
                     );
                     for i in 0..g.len() {
                         if g.is_valid(i) {
-                            assert_eq!(g.value(i), w.value(i), "{op} row {i}");
+                            assert_eq!(g.value(i), w.value(i), "{op} form {form} row {i}");
                         }
                     }
                 }
             }
         }
-        assert!(fast_taken >= 6, "the fast path ran {fast_taken} times");
+        assert!(
+            fast_taken.iter().all(|n| *n >= 6),
+            "the fast path ran {fast_taken:?} times"
+        );
         // Overflowing i64 but not i128: declined, and Arrow's answer stands.
         let (l, r) = (&cases[2].0, &cases[2].1);
         for op in [Operator::Multiply, Operator::Plus] {
             let out_type = result_type(op, l.data_type(), r.data_type()).unwrap();
-            assert!(fast(op, l, r, &out_type).unwrap().is_none());
+            assert!(fast(op, Side::Column(l), Side::Column(r), &out_type)
+                .unwrap()
+                .is_none());
+            assert!(fast(
+                op,
+                Side::Value(i64::MAX as i128 * 4, 2),
+                Side::Column(r),
+                &out_type
+            )
+            .unwrap()
+            .is_none());
         }
     }
 
