@@ -11,7 +11,8 @@
 //! [`DecimalArithmetic`] is a logical optimizer rule that replaces such a `BinaryExpr` by a
 //! call of [`DecimalOp`], whose column name is the expression's own.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray, Datum, PrimitiveArray};
 use datafusion::arrow::buffer::{NullBuffer, ScalarBuffer};
@@ -207,13 +208,45 @@ fn combine(a: Side, b: Side, f: impl Fn(i64, i64) -> i64) -> Option<ScalarBuffer
     })
 }
 
-/// The largest magnitude in `a`, null slots included, if every value fits in `i64`.
+/// The largest magnitude in `a`, null slots included, if every value fits in `i64`: known if
+/// this module computed `a` (see [`BOUNDS`]), else scanned.
 fn magnitude(a: &PrimitiveArray<Decimal128Type>) -> Option<u64> {
-    let mut max = 0u64;
-    for &v in a.values().iter() {
-        max = max.max(i64::try_from(v).ok()?.unsigned_abs());
+    if let Some(bound) = remembered(a.values()) {
+        return Some(bound);
     }
-    Some(max)
+    let (mut max, mut wide) = (0u64, 0u64);
+    for &v in a.values().iter() {
+        let low = v as i64;
+        // `v` fits in i64 if its high half is its low half's sign; without a branch per value,
+        // which Q1 scans millions of.
+        wide |= ((v >> 64) as i64 ^ (low >> 63)) as u64;
+        max = max.max(low.unsigned_abs());
+    }
+    (wide == 0).then_some(max)
+}
+
+/// Bounds on the magnitudes of arrays [`fast`] computed, for the operations that read them
+/// next (TPC-H Q1's `disc_price * (1 + l_tax)` reads two), which then need not scan them.
+/// An entry holds its values buffer: while it does, that memory keeps those values (a shared
+/// Arrow buffer is never changed in place) and is not reused for others. The last few only.
+static BOUNDS: Mutex<VecDeque<(ScalarBuffer<i128>, u64)>> = Mutex::new(VecDeque::new());
+const BOUNDS_KEPT: usize = 8;
+
+fn remembered(values: &ScalarBuffer<i128>) -> Option<u64> {
+    let bounds = BOUNDS.lock().ok()?;
+    bounds
+        .iter()
+        .find(|(kept, _)| kept.ptr_eq(values))
+        .map(|(_, bound)| *bound)
+}
+
+fn remember(values: &ScalarBuffer<i128>, bound: u64) {
+    if let Ok(mut bounds) = BOUNDS.lock() {
+        if bounds.len() == BOUNDS_KEPT {
+            bounds.pop_front();
+        }
+        bounds.push_back((values.clone(), bound));
+    }
 }
 
 /// `l op r` in `i64` as `out_type` (Arrow's type for it, see [`result_type`]), if no value of
@@ -229,12 +262,12 @@ fn fast(op: Operator, l: Side, r: Side, out_type: &DataType) -> Result<Option<Ar
         return Ok(None);
     };
     let limit = i64::MAX as u64;
-    let values = match op {
+    let (values, bound) = match op {
         Operator::Multiply => {
-            if ma.checked_mul(mb).is_none_or(|m| m > limit) {
+            let Some(bound) = ma.checked_mul(mb).filter(|m| *m <= limit) else {
                 return Ok(None);
-            }
-            combine(l, r, |x, y| x.wrapping_mul(y))
+            };
+            (combine(l, r, |x, y| x.wrapping_mul(y)), bound)
         }
         Operator::Plus | Operator::Minus => {
             // Both sides at the result's scale, as Arrow rescales them.
@@ -242,22 +275,28 @@ fn fast(op: Operator, l: Side, r: Side, out_type: &DataType) -> Result<Option<Ar
             let (Some(fa), Some(fb)) = (pow(s1), pow(s2)) else {
                 return Ok(None);
             };
-            let bound = ma
+            let Some(bound) = ma
                 .checked_mul(fa)
                 .zip(mb.checked_mul(fb))
-                .and_then(|(x, y)| x.checked_add(y));
-            if bound.is_none_or(|m| m > limit) {
+                .and_then(|(x, y)| x.checked_add(y))
+                .filter(|m| *m <= limit)
+            else {
                 return Ok(None);
-            }
+            };
             let (fa, fb) = (fa as i64, fb as i64);
             let sign = if op == Operator::Minus { -1 } else { 1 };
-            combine(l, r, |x, y| x.wrapping_mul(fa) + sign * y.wrapping_mul(fb))
+            (
+                combine(l, r, |x, y| x.wrapping_mul(fa) + sign * y.wrapping_mul(fb)),
+                bound,
+            )
         }
         _ => return Ok(None),
     };
     let Some(values) = values else {
         return Ok(None);
     };
+    // Every value computed, null slots too, is within the bound.
+    remember(&values, bound);
     let nulls = |side: Side| match side {
         Side::Column(c) => c.nulls().cloned(),
         _ => None,
@@ -448,6 +487,54 @@ mod tests {
             .unwrap()
             .is_none());
         }
+    }
+
+    #[test]
+    fn magnitude_is_none_when_a_value_leaves_i64() {
+        let m = |v: Vec<i128>| {
+            magnitude(
+                &PrimitiveArray::<Decimal128Type>::from(v)
+                    .with_precision_and_scale(38, 0)
+                    .unwrap(),
+            )
+        };
+        let (min, max) = (i64::MIN as i128, i64::MAX as i128);
+        assert_eq!(m(vec![]), Some(0));
+        assert_eq!(m(vec![3, -7, 5]), Some(7));
+        assert_eq!(m(vec![0, min]), Some(1 << 63));
+        assert_eq!(m(vec![max, -max]), Some(max as u64));
+        assert_eq!(m(vec![1, max + 1]), None);
+        assert_eq!(m(vec![min - 1, 1]), None);
+        assert_eq!(m(vec![1 << 100, 0]), None);
+        assert_eq!(m(vec![-(1 << 100)]), None);
+    }
+
+    /// An array computed here is not scanned again: its bound is remembered, holds every value,
+    /// and still makes the next operation decline when that could leave i64.
+    #[test]
+    fn computed_arrays_carry_their_bound() {
+        let (l, r) = (
+            dec(&[Some(3_037_000_499), Some(-2), None], 20, 0),
+            dec(&[Some(3_037_000_499), Some(1), Some(5)], 20, 0),
+        );
+        let t = result_type(Operator::Multiply, l.data_type(), r.data_type()).unwrap();
+        let x = fast(Operator::Multiply, Side::Column(&l), Side::Column(&r), &t)
+            .unwrap()
+            .expect("fits i64");
+        let values = x.as_primitive::<Decimal128Type>().values();
+        let bound = remembered(values).expect("remembered");
+        assert!(values.iter().all(|v| v.unsigned_abs() <= bound as u128));
+        assert_eq!(magnitude(x.as_primitive::<Decimal128Type>()), Some(bound));
+        let two = dec(&[Some(2), Some(2), Some(2)], 20, 0);
+        let t2 = result_type(Operator::Multiply, x.data_type(), two.data_type()).unwrap();
+        assert!(fast(
+            Operator::Multiply,
+            Side::Column(&x),
+            Side::Column(&two),
+            &t2
+        )
+        .unwrap()
+        .is_none());
     }
 
     /// Through SQL: the same answers, names and types as DataFusion without the rule, which
