@@ -40,6 +40,18 @@ fn context(grants: Grants, limits: Limits) -> Context {
     }
 }
 
+/// A run of the spec next to `base` into `lake`, with default engine options.
+fn run_options(base: &Path, lake: &Path) -> RunOptions {
+    RunOptions {
+        lake: lake.to_string_lossy().into_owned(),
+        base: base.to_string_lossy().into_owned(),
+        run_id: medallion_host::new_run_id(),
+        engine: EngineOptions::default(),
+        max_files_per_table: None,
+        max_bytes_per_table: None,
+    }
+}
+
 /// Runs `spec` in guest instances (4 at a time), with the grants the CLI would give.
 async fn run_in_guest(
     spec: &str,
@@ -49,14 +61,7 @@ async fn run_in_guest(
 ) -> Result<RunReport, GuestError> {
     let text = spec.to_string();
     let spec = PipelineSpec::from_toml(spec).unwrap();
-    let opts = RunOptions {
-        lake: lake.to_string_lossy().into_owned(),
-        base: base.to_string_lossy().into_owned(),
-        run_id: medallion_host::new_run_id(),
-        engine: EngineOptions::default(),
-        max_files_per_table: None,
-        max_bytes_per_table: None,
-    };
+    let opts = run_options(base, lake);
     let ctx = context(job::pipeline_grants(&spec, &opts), limits);
     tokio::task::spawn_blocking(move || job::run_pipeline(guest(), &ctx, &text, &spec, &opts, 4))
         .await
@@ -274,14 +279,7 @@ async fn run_graph_in_process(
     before: impl Fn(&str) -> Result<(), GuestError> + Send + Sync + 'static,
 ) -> Result<RunReport, GuestError> {
     let spec = PipelineSpec::from_toml(spec).unwrap();
-    let opts = RunOptions {
-        lake: lake.to_string_lossy().into_owned(),
-        base: base.to_string_lossy().into_owned(),
-        run_id: medallion_host::new_run_id(),
-        engine: EngineOptions::default(),
-        max_files_per_table: None,
-        max_bytes_per_table: None,
-    };
+    let opts = run_options(base, lake);
     let ctx = context(job::pipeline_grants(&spec, &opts), Limits::default());
     tokio::task::spawn_blocking(move || {
         let stage = |table: &str, inputs: Vec<&medallion_core::pipeline::TableState>| {
