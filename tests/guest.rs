@@ -403,3 +403,29 @@ async fn after_a_failure_no_table_starts_and_nothing_is_committed() {
     assert!(!lake.join("bronze/big_raw/_delta_log").exists());
     assert_eq!(data_files(&lake.join("bronze/big_raw")), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_that_panics_fails_the_run_naming_it_instead_of_hanging() {
+    let dir = tempfile::tempdir().unwrap();
+    write(&dir.path().join("data/big.csv"), "id\n1\n2\n3\n");
+    write(&dir.path().join("data/small.csv"), "id\n4\n");
+    let lake = dir.path().join("lake");
+    // `small` waits for `small_raw` while `small_raw` panics: the run must end.
+    let run = run_graph_in_process(TWO_CHAINS, dir.path(), &lake, |table| {
+        if table == "small_raw" {
+            panic!("injected panic");
+        }
+        Ok(())
+    });
+    let err = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the run ended")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`small_raw`") && err.contains("injected panic"),
+        "{err}"
+    );
+    assert!(!lake.join("bronze/big_raw/_delta_log").exists());
+    assert_eq!(data_files(&lake.join("bronze/big_raw")), 0);
+}

@@ -13,6 +13,7 @@
 //! fails the run, and the host writes and removes nothing outside the grants.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Instant;
 
@@ -280,7 +281,23 @@ fn stage_graph(
                         .collect();
                     drop(b);
                     let start = ms();
-                    let result = stage(&table, inputs.iter().collect());
+                    // A panic while building one table fails the run naming that table: left
+                    // to unwind, it would leave this table running forever for the workers
+                    // waiting on it.
+                    let result = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                        stage(&table, inputs.iter().collect())
+                    }))
+                    .unwrap_or_else(|panic| {
+                        let message = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("no message");
+                        Err(GuestError::Failed {
+                            what: format!("building table `{table}`"),
+                            message: format!("it panicked: {message}"),
+                        })
+                    });
                     let end = ms();
                     b = lock();
                     b.record(ctx, &table, result);
