@@ -312,8 +312,13 @@ function drawIo(what, stats, ms) {
   io.dataset.requests = stats.requests;
   io.dataset.bytes = stats.bytes;
   io.dataset.ms = Math.round(ms);
+  io.dataset.cacheHits = stats.cacheHits;
+  io.dataset.bytesFromCache = stats.bytesFromCache;
+  const memory = stats.cacheHits
+    ? `; ${kib(stats.bytesFromCache)} came from memory (${integer.format(stats.cacheHits)} reads)`
+    : '';
   io.textContent = `${what}: the engine fetched ${kib(stats.bytes)} of the lake in ` +
-    `${integer.format(stats.requests)} HTTP requests (byte ranges), ${integer.format(Math.round(ms))} ms.`;
+    `${integer.format(stats.requests)} HTTP requests (byte ranges)${memory}, ${integer.format(Math.round(ms))} ms.`;
 }
 
 function showError(error) {

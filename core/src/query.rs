@@ -531,12 +531,16 @@ pub fn delta_table(
     storage: &Arc<dyn Storage>,
     snapshot: &Snapshot,
 ) -> Result<Arc<ParquetFilesTable>> {
+    let files = snapshot.live_files();
+    for file in &files {
+        storage.note_immutable(&file.location, file.size);
+    }
     ParquetFilesTable::partitioned(
         ctx,
         storage,
         snapshot.schema.clone(),
         &snapshot.metadata.partition_columns,
-        &snapshot.live_files(),
+        &files,
     )
     .map(Arc::new)
 }

@@ -77,6 +77,13 @@ pub trait Storage: MaybeSend + std::fmt::Debug {
 
     /// Removes an object; a missing one is not an error.
     async fn delete(&self, location: &str) -> Result<()>;
+
+    /// Tells the storage that `location` is a data file of a Delta table, `size` bytes long
+    /// as its log says. The protocol never rewrites one (a new version is a new file), so
+    /// bytes read from it stay valid for as long as it exists, and a storage that caches may
+    /// serve them again without asking the server whether it changed. Storages without a
+    /// cache ignore it.
+    fn note_immutable(&self, _location: &str, _size: u64) {}
 }
 
 /// Joins a location and a relative path with exactly one `/`.
@@ -369,6 +376,10 @@ impl Storage for CountingStorage {
 
     async fn delete(&self, location: &str) -> Result<()> {
         self.inner.delete(location).await
+    }
+
+    fn note_immutable(&self, location: &str, size: u64) {
+        self.inner.note_immutable(location, size)
     }
 }
 

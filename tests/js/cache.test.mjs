@@ -1,7 +1,8 @@
 // The npm package's range cache, in Node over a real Range server (tests/rangeserve.py, strong
 // ETags) whose file is rewritten under the engine: a query run again sends one HEAD and no
 // GET (none while the server's Cache-Control: max-age lasts); a file with a new ETag is read again, never answered from memory; hits and bytes are
-// counted as the server saw them; the byte cap holds; 0 turns the cache off. The Parquet files
+// counted as the server saw them; the byte cap holds; 0 turns the cache off; a Delta table
+// queried again sends no request at all (its data files are never rewritten). The Parquet files
 // are written by DuckDB, whose own answers over them are the reference.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -9,7 +10,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Medallion } from '../../wasm/js/index.js';
-import { python, startServer, WORK } from './support.mjs';
+import { demoFixture, python, REPO, startServer, WORK } from './support.mjs';
 
 const DIR = path.join(WORK, 'cache');
 const SQL = 'SELECT count(*) AS n, sum(v) AS sv, sum(length(s)) AS ls, min(k) AS lo, max(k) AS hi FROM t';
@@ -29,9 +30,23 @@ for name, rows, mul in (("v1", 200000, 7), ("v2", 150000, 11)):
 print(json.dumps(out))
 `;
 
+// deltalake's answer over a Delta table, and how many data files it has.
+const DELTA_REFERENCE = `
+import json, os, sys, deltalake, pyarrow.compute as pc
+t = deltalake.DeltaTable(sys.argv[1])
+a = t.to_pyarrow_table(columns=["order_id", "customer_id"])
+print(json.dumps({"n": a.num_rows, "sc": pc.sum(a["customer_id"]).as_py(),
+                  "lo": pc.min(a["order_id"]).as_py(), "hi": pc.max(a["order_id"]).as_py(),
+                  "files": len(t.file_uris())}), flush=True)
+os._exit(0)  # its answer is out; pyarrow's thread pool can abort at interpreter exit
+`;
+
 let server;
 let expected;
+let lake;
 before(async () => {
+  // First: it clears the work folder when it builds the lake.
+  lake = demoFixture().lake;
   fs.mkdirSync(DIR, { recursive: true });
   expected = JSON.parse(execFileSync(python(), ['-c', WRITE, DIR], { encoding: 'utf8' }));
   server = await startServer();
@@ -171,4 +186,45 @@ test('the byte cap holds, and cacheBytes: 0 turns the cache off', async () => {
   const io = await served('capped.parquet');
   assert.ok(io.gets > 0 && io.heads === 0);
   assert.deepEqual([off.stats().cacheHits, off.stats().cachedBytes], [0, 0]);
+});
+
+test('a Delta table queried again sends nothing: its data files are never rewritten, so none is confirmed', async () => {
+  const table = path.join(lake, 'bronze/orders_raw');
+  const { files, ...reference } = JSON.parse(execFileSync(python(), ['-c', DELTA_REFERENCE, table], { encoding: 'utf8' }));
+  assert.ok(files >= 2, `${files} data files: the table must have several`);
+  const rel = path.relative(REPO, table);
+  const url = `${server.base}/${rel}`;
+  const io = async () => {
+    const log = (await server.stats(true)).log.filter((e) => e[1].includes(`/${rel}/`));
+    const data = log.filter((e) => !e[1].includes('/_delta_log/'));
+    return { dataGets: data.filter((e) => e[0] === 'GET').length, dataHeads: data.filter((e) => e[0] === 'HEAD').length, log: log.length - data.length };
+  };
+  const sql = 'SELECT count(*) AS n, sum(customer_id) AS sc, min(order_id) AS lo, max(order_id) AS hi FROM o';
+  const m = await Medallion.create();
+  await m.registerDelta('o', url);
+  await io();
+  assert.deepEqual((await m.sql(sql)).toArray(), [reference]);
+  assert.ok((await io()).dataGets >= files, 'the first query reads every data file');
+  m.resetStats();
+  assert.deepEqual((await m.sql(sql)).toArray(), [reference]);
+  // The snapshot was read at registration, and data files are immutable: no request at all.
+  assert.deepEqual(await io(), { dataGets: 0, dataHeads: 0, log: 0 });
+  assert.deepEqual([m.stats().requests, m.stats().revalidations], [0, 0]);
+  assert.ok(m.stats().cacheHits >= files);
+  // Registered again ("the table as it is now"): its log is read, its data files come from memory.
+  m.resetStats();
+  await m.registerDelta('o', url);
+  assert.deepEqual((await m.sql(sql)).toArray(), [reference]);
+  const again = await io();
+  assert.ok(again.log > 0, 'the log is read again');
+  assert.deepEqual([again.dataGets, again.dataHeads], [0, 0]);
+  // A plain Parquet file carries no such promise: the same bytes, registered as Parquet, are
+  // confirmed by one HEAD per query.
+  const part = fs.readdirSync(table).find((f) => f.endsWith('.parquet'));
+  const p = await Medallion.create();
+  await p.registerParquet('o', `${url}/${part}`);
+  await p.sql(sql);
+  await io();
+  await p.sql(sql);
+  assert.deepEqual(await io(), { dataGets: 0, dataHeads: 1, log: 0 });
 });

@@ -18,7 +18,8 @@
 //! - ranges already fetched are served from the engine's [`RangeCache`] once the file is
 //!   confirmed unchanged in the current call: by the validator of the call's first answer about
 //!   it, or by one HEAD if that first read would be a hit, or by no request while the server's
-//!   `Cache-Control: max-age` says the file stays fresh (the guarantee is in that module).
+//!   `Cache-Control: max-age` says the file stays fresh, or for a Delta table's data files,
+//!   which the protocol never rewrites (the guarantee is in that module).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -96,9 +97,10 @@ pub struct FetchStorage {
     bodies: RefCell<HashMap<String, Bytes>>,
     /// Ranges fetched earlier, shared by the engine's HTTP and S3 reads (one cap).
     cache: Rc<RangeCache>,
-    /// Held while a HEAD confirms a cached file, so that the reads a scan sends at once wait
-    /// for one HEAD instead of each sending their own.
-    confirming: futures::lock::Mutex<()>,
+    /// Per file, held while a HEAD confirms it, so that the reads a scan sends at once wait
+    /// for one HEAD instead of each sending their own; the files of a table are confirmed
+    /// side by side.
+    confirming: RefCell<HashMap<String, Rc<futures::lock::Mutex<()>>>>,
 }
 
 /// One request: what it is for (errors name `location` and `range`) and what is sent.
@@ -399,10 +401,25 @@ impl FetchStorage {
             Lookup::Hit(bytes, version) => (bytes, version),
             Lookup::Miss => return Ok(None),
             Lookup::Unconfirmed => {
-                let _one_at_a_time = self.confirming.lock().await;
-                if self.cache.lookup(location, &r, js_sys::Date::now()) == Lookup::Unconfirmed {
-                    self.confirm(location, &r).await?;
+                let lock = self
+                    .confirming
+                    .borrow_mut()
+                    .entry(location.to_string())
+                    .or_default()
+                    .clone();
+                let confirmed = async {
+                    let _one_at_a_time = lock.lock().await;
+                    if self.cache.lookup(location, &r, js_sys::Date::now()) == Lookup::Unconfirmed {
+                        self.confirm(location, &r).await?;
+                    }
+                    Ok::<(), Error>(())
                 }
+                .await;
+                // The last read waiting on this file removes its lock (the map holds one).
+                if Rc::strong_count(&lock) == 2 {
+                    self.confirming.borrow_mut().remove(location);
+                }
+                confirmed?;
                 let Some(r) = range(&self.cache) else {
                     return Ok(None);
                 };
@@ -726,6 +743,10 @@ impl Storage for FetchStorage {
 
     async fn delete(&self, location: &str) -> Result<()> {
         Err(read_only(location))
+    }
+
+    fn note_immutable(&self, location: &str, size: u64) {
+        self.cache.mark_immutable(location, size);
     }
 }
 

@@ -110,4 +110,9 @@ impl Storage for JsStorage {
     async fn delete(&self, location: &str) -> Result<()> {
         self.pick(location)?.delete(location).await
     }
+    fn note_immutable(&self, location: &str, size: u64) {
+        if let Ok(storage) = self.pick(location) {
+            storage.note_immutable(location, size);
+        }
+    }
 }

@@ -9,7 +9,10 @@
 //! ranged GET, or one HEAD when the call's first read of the file would be a hit — or, with no
 //! request at all, a freshness lifetime the server gave its last answer (`Cache-Control:
 //! max-age`, less `Age`; see [`fresh_until`]): for that long the server has said the bytes stay
-//! valid, as any HTTP cache may take it to mean. A validator is
+//! valid, as any HTTP cache may take it to mean. A data file of a Delta table is not confirmed
+//! again once held with a strong ETag and the size its log gives
+//! ([`RangeCache::mark_immutable`]): the protocol never rewrites one, so the table's log, not
+//! the file's server, says which files a version is made of. A validator is
 //! a strong ETag (and the size when known), else `Last-Modified` and the size; a file whose
 //! answers carry neither is never cached. Only `Last-Modified` (no ETag exposed to the page)
 //! cannot tell apart two versions of equal size written within the same second.
@@ -126,6 +129,8 @@ struct State {
     by_use: BTreeMap<u64, (String, u64)>,
     tick: u64,
     counts: CacheCounts,
+    /// Delta data files and their sizes by the log (see [`RangeCache::mark_immutable`]).
+    immutable: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +183,7 @@ impl RangeCache {
             by_use,
             tick,
             counts,
+            immutable,
         } = &mut *state;
         let Some(file) = files.get_mut(location) else {
             return Lookup::Miss;
@@ -188,7 +194,13 @@ impl RangeCache {
         if start + (slot.bytes.len() as u64) < range.end {
             return Lookup::Miss;
         }
-        if file.confirmed != self.epoch.get() && now_ms >= file.fresh_until_ms {
+        // A Delta data file needs no confirmation if the held version is the one its log
+        // describes (same size) and carries a strong ETag, which every read that misses must
+        // then match: without one, a miss could not tell a rewritten file from this one.
+        let immutable = file.version.etag.is_some()
+            && file.version.size.is_some()
+            && immutable.get(location).copied() == file.version.size;
+        if file.confirmed != self.epoch.get() && now_ms >= file.fresh_until_ms && !immutable {
             return Lookup::Unconfirmed;
         }
         by_use.remove(&slot.used);
@@ -213,7 +225,7 @@ impl RangeCache {
         let mut state = self.state.borrow_mut();
         if !version.identifies() {
             drop(state);
-            self.forget(location);
+            self.drop_file(location);
             return;
         }
         let known = state
@@ -237,7 +249,7 @@ impl RangeCache {
             Some((false, confirmed)) if sent < confirmed => {}
             _ => {
                 drop(state);
-                self.forget(location);
+                self.drop_file(location);
                 self.state.borrow_mut().files.insert(
                     location.to_string(),
                     File {
@@ -264,6 +276,7 @@ impl RangeCache {
             by_use,
             tick,
             counts,
+            ..
         } = &mut *state;
         let Some(file) = files.get_mut(location) else {
             return;
@@ -302,8 +315,30 @@ impl RangeCache {
         }
     }
 
-    /// Drops everything held of `location` (this engine wrote or deleted it, or it changed).
+    /// Says that `location` is a data file of a Delta table, `size` bytes long by its log:
+    /// what is held of it is served in later calls without a HEAD, as long as the held version
+    /// has that size and a strong ETag (see [`Self::lookup`]). Reads that miss must agree with
+    /// that ETag ([`crate::fetch_storage`] pins it), so a server that answers with other bytes
+    /// fails the query instead of mixing them in. A path rewritten with bytes of the same size
+    /// and a different ETag, against the protocol, is served from memory until it is evicted.
+    pub fn mark_immutable(&self, location: &str, size: u64) {
+        if self.capacity > 0 {
+            self.state
+                .borrow_mut()
+                .immutable
+                .insert(location.to_string(), size);
+        }
+    }
+
+    /// Drops everything held of `location` (this engine wrote or deleted it, or it changed),
+    /// and that it was a Delta data file: its next reads are confirmed again.
     pub fn forget(&self, location: &str) {
+        self.state.borrow_mut().immutable.remove(location);
+        self.drop_file(location);
+    }
+
+    /// Drops the ranges held of `location`.
+    fn drop_file(&self, location: &str) {
         let mut state = self.state.borrow_mut();
         let State {
             files,
@@ -411,6 +446,49 @@ mod tests {
         c.observe("f", v("a", 100), c.epoch() - 1, 0.0);
         c.insert("f", &v("b", 100), 0, bytes(0, 50));
         assert!(hit(&c, 0..10).is_some());
+    }
+
+    #[test]
+    fn a_delta_data_file_is_served_in_later_calls_without_confirmation() {
+        let c = RangeCache::new(1000);
+        // Marked when the table is registered, before its first read.
+        c.mark_immutable("f", 100);
+        c.begin_call();
+        c.observe("f", v("a", 100), c.epoch(), 0.0);
+        c.insert("f", &v("a", 100), 0, bytes(0, 50));
+        c.begin_call();
+        assert_eq!(hit(&c, 0..10), Some(bytes(0, 10)));
+        // Another version seen replaces what is held; the mark stays with the location.
+        c.observe("f", v("b", 100), c.epoch(), 0.0);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Miss);
+        c.insert("f", &v("b", 100), 0, bytes(0, 50));
+        c.begin_call();
+        assert!(hit(&c, 0..10).is_some());
+        // A log that gives the path another size (a new table where an old one was):
+        // confirmed, then the mark holds again once the held version is that size.
+        c.mark_immutable("f", 120);
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Unconfirmed);
+        c.observe("f", v("d", 120), c.epoch(), 0.0);
+        c.insert("f", &v("d", 120), 0, bytes(0, 50));
+        c.begin_call();
+        assert!(hit(&c, 0..10).is_some());
+        // Written or deleted by this engine: confirmed again from then on.
+        c.forget("f");
+        c.observe("f", v("c", 100), c.epoch(), 0.0);
+        c.insert("f", &v("c", 100), 0, bytes(0, 50));
+        c.begin_call();
+        assert_eq!(c.lookup("f", &(0..10), 0.0), Lookup::Unconfirmed);
+        // Without a strong ETag a miss could not tell a rewritten file apart: confirmed.
+        let lm = Version::new(None, Some("Mon".into()), Some(100));
+        c.mark_immutable("g", 100);
+        c.observe("g", lm.clone(), c.epoch(), 0.0);
+        c.insert("g", &lm, 0, bytes(0, 50));
+        c.begin_call();
+        assert_eq!(c.lookup("g", &(0..10), 0.0), Lookup::Unconfirmed);
+        // A cache that is off keeps no marks either.
+        let off = RangeCache::new(0);
+        off.mark_immutable("f", 100);
+        assert!(off.state.borrow().immutable.is_empty());
     }
 
     #[test]

@@ -258,4 +258,8 @@ impl Storage for S3Storage {
             .await?;
         Ok(())
     }
+
+    fn note_immutable(&self, location: &str, size: u64) {
+        self.fetch.note_immutable(location, size);
+    }
 }
