@@ -4,10 +4,11 @@
 What it measures (medians of --repeat runs, all on this machine, same data, one invocation)
   retail   the retail demo pipeline (examples/retail/pipeline.toml) at --scale, into a fresh lake
            per run: `medallion run --engine guest` (parallel instances, a table each, started
-           as the tables it reads are staged), `--engine native` (DataFusion with all cores), and DuckDB running the same SQL
-           (bronze read with read_csv/read_json/read_parquet, silver SQL + `drop`/`fail`
-           expectations as filters + dedupe as QUALIFY row_number(), gold SQL, every table
-           written to Parquet). Wall time of the whole process.
+           as the tables it reads are staged), `--engine native` (DataFusion with all cores),
+           and DuckDB running the same SQL (bronze read with read_csv/read_json/read_parquet,
+           silver SQL + `drop`/`fail` expectations as filters + dedupe as QUALIFY
+           row_number(), gold SQL, every table written to Parquet). Wall time of the whole
+           process.
   q1, q6   TPC-H Q1 and Q6 over a local SF1 lineitem.parquet: `medallion query --engine guest`
            (one instance, one partition), `--engine native --partitions 1` (the same work
            in-process: the fair guest/native ratio), `--engine native` (all cores), and DuckDB
