@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Guest benchmark: the core as a wasmtime guest vs the core in-process vs DuckDB.
 
-What it measures (medians of --repeat runs, all on this machine, same data, one invocation)
+What it measures (medians of --repeat runs, all on this machine, same data, one invocation;
+the contenders of a workload run in interleaved rounds, so drifting load hits them alike)
   retail   the retail demo pipeline (examples/retail/pipeline.toml) at --scale, into a fresh lake
            per run: `medallion run --engine guest` (parallel instances, a table each, started
            as the tables it reads are staged), `--engine native` (DataFusion with all cores),
@@ -153,6 +154,18 @@ def median(xs):
     return statistics.median(xs)
 
 
+def interleaved(contenders, repeat):
+    """Runs every contender once per round, starting each round one further along, and returns
+    each one's results. On a shared machine the load drifts over minutes; interleaving puts
+    every contender under the same drift, so the ratios hold even when the times move."""
+    names = list(contenders)
+    results = {n: [] for n in names}
+    for i in range(repeat):
+        for n in names[i % len(names):] + names[:i % len(names)]:
+            results[n].append(contenders[n]())
+    return results
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin", help="a medallion binary (default: build the release one)")
@@ -196,12 +209,10 @@ def main():
         d = retail_data(bin_, args.scale, root)
         spec = d / "pipeline.toml"
         medallion_run(bin_, spec, engines[0])  # warm the module cache and the page cache
-        results = {}
-        for engine in engines:
-            runs = [medallion_run(bin_, spec, engine) for _ in range(args.repeat)]
-            results[engine] = median(r[0] for r in runs), runs[0][1]
-        duck = [duckdb_pipeline(spec) for _ in range(args.repeat)]
-        results["duckdb"] = median(r[0] for r in duck), duck[0][1]
+        contenders = {e: (lambda e=e: medallion_run(bin_, spec, e)) for e in engines}
+        contenders["duckdb"] = lambda: duckdb_pipeline(spec)
+        runs = interleaved(contenders, args.repeat)
+        results = {e: (median(r[0] for r in rs), rs[0][1]) for e, rs in runs.items()}
         if len(engines) == 2 and results["guest"][1] != results["native"][1]:
             log(f"WARNING: gold row counts differ: {results['guest'][1]} vs {results['native'][1]}")
         for engine, (ms, gold) in results.items():
@@ -211,17 +222,17 @@ def main():
         table = str(lineitem_file(args.sf, root))
         for q in ("q1", "q6"):
             sql = QUERIES[q]
+            contenders = {}
             for engine, extra in (("guest", ["--engine", "guest"]),
                                   ("native, 1 partition", ["--engine", "native", "--partitions", "1"]),
                                   ("native", ["--engine", "native"])):
-                if engine.split(",")[0] not in engines:
-                    continue
-                medallion_query(bin_, sql, table, extra)  # warm
-                ms = median(medallion_query(bin_, sql, table, extra)[0] for _ in range(args.repeat))
-                rows.append((f"TPC-H SF{args.sf:g} {q}", engine, ms, ""))
-            duckdb_query(sql, table)
-            ms = median(duckdb_query(sql, table) for _ in range(args.repeat))
-            rows.append((f"TPC-H SF{args.sf:g} {q}", "duckdb", ms, ""))
+                if engine.split(",")[0] in engines:
+                    contenders[engine] = lambda extra=extra: medallion_query(bin_, sql, table, extra)[0]
+            contenders["duckdb"] = lambda: duckdb_query(sql, table)
+            for run in contenders.values():
+                run()  # warm the page cache and the module cache
+            for engine, times in interleaved(contenders, args.repeat).items():
+                rows.append((f"TPC-H SF{args.sf:g} {q}", engine, median(times), ""))
 
     # Ratios within each workload: vs the guest's in-process twin, and vs DuckDB.
     by = {}

@@ -3,7 +3,7 @@
 //! module file (path, size, modification time) and by everything that makes compiled code
 //! incompatible (wasmtime's version and settings, the CPU's features), so a rebuilt guest or
 //! a new wasmtime compiles afresh. Stored in `$MEDALLION_GUEST_CACHE`, else
-//! `~/.cache/medallion/guest/`.
+//! `~/.cache/medallion/guest/`, which keeps the copies used last ([`KEPT`]).
 
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
@@ -33,6 +33,7 @@ pub fn load(engine: &Engine, path: &Path) -> Result<(Module, bool), String> {
             // SAFETY: the file was written by `Module::serialize` below, for this engine
             // configuration (part of the key); wasmtime checks its header and version too.
             if let Ok(module) = unsafe { Module::deserialize_file(engine, file) } {
+                mark_used(file);
                 return Ok((module, true));
             }
         }
@@ -41,10 +42,47 @@ pub fn load(engine: &Engine, path: &Path) -> Result<(Module, bool), String> {
     if let Some(file) = cached {
         // Best effort: a cache that cannot be written only costs the next start a compile.
         if let Ok(bytes) = module.serialize() {
-            let _ = write_atomically(&file, &bytes);
+            if write_atomically(&file, &bytes).is_ok() {
+                if let Some(dir) = file.parent() {
+                    prune(dir, KEPT);
+                }
+            }
         }
     }
     Ok((module, false))
+}
+
+/// Compiled copies kept: each is 150-170 MB, and every rebuilt guest makes a new one, so a
+/// developer's cache grew to 12 GB. Six cover what one checkout uses (release and debug
+/// guests, each with and without time limits) with room for a second build.
+const KEPT: usize = 6;
+
+/// Records a use of `file` in its modification time, which [`prune`] orders by (access
+/// times are often not kept). Best effort.
+fn mark_used(file: &Path) {
+    if let Ok(f) = std::fs::File::options().append(true).open(file) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
+}
+
+/// Removes all but the `keep` compiled copies in `dir` used last, with their lock files.
+/// Safe while other processes run: one that has a removed copy mapped keeps its pages, and
+/// one about to load it finds it gone and compiles afresh.
+fn prune(dir: &Path, keep: usize) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut copies: Vec<(std::time::SystemTime, PathBuf)> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .filter_map(|p| Some((std::fs::metadata(&p).ok()?.modified().ok()?, p)))
+        .collect();
+    copies.sort_by_key(|c| std::cmp::Reverse(c.0));
+    for (_, old) in copies.into_iter().skip(keep) {
+        let _ = std::fs::remove_file(&old);
+        let _ = std::fs::remove_file(old.with_extension("lock"));
+    }
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -80,4 +118,37 @@ fn write_atomically(file: &Path, bytes: &[u8]) -> std::io::Result<()> {
     ));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, file)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn prune_keeps_the_copies_used_last_and_nothing_else_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let copy = |i: u64| dir.path().join(format!("{i:016x}.cwasm"));
+        for i in 0..8 {
+            std::fs::write(copy(i), b"compiled").unwrap();
+            std::fs::write(copy(i).with_extension("lock"), b"").unwrap();
+            let f = std::fs::File::options().append(true).open(copy(i)).unwrap();
+            f.set_modified(start + Duration::from_secs(i * 60)).unwrap();
+        }
+        std::fs::write(dir.path().join("notes.txt"), b"not a copy").unwrap();
+        // The oldest copy was loaded just now: it counts as used last.
+        mark_used(&copy(0));
+        prune(dir.path(), 6);
+        let left = |i| copy(i).exists();
+        assert!(left(0), "a copy loaded just now was removed");
+        assert!(
+            !left(1) && !left(2),
+            "the two copies used least are still there"
+        );
+        assert!((3..8).all(left), "a copy used recently was removed");
+        assert!(!copy(1).with_extension("lock").exists());
+        assert!(copy(3).with_extension("lock").exists());
+        assert!(dir.path().join("notes.txt").exists());
+    }
 }
