@@ -203,8 +203,8 @@ fn compile_config(path: &std::path::Path, timeouts: bool) -> Config {
         // Wasmtime guards every indirect call with a Spectre mitigation, against hostile
         // code inside the sandbox training the CPU to read past a table. The module this
         // build made is not hostile, and what a job brings (SQL, tables, grants) is data,
-        // not code; without the guard TPC-H Q1 ran 1-7% faster and Q6 3-5% (interleaved
-        // runs). A module from elsewhere (`MEDALLION_GUEST`) keeps it.
+        // not code; without the guard TPC-H Q1 ran 1-11% faster (median 4%) and Q6 3-5%
+        // (interleaved runs). A module from elsewhere (`MEDALLION_GUEST`) keeps it.
         // SAFETY: the setting changes only what code may do speculatively; every table
         // access is still bounds-checked.
         unsafe {
