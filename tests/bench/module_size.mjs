@@ -67,7 +67,14 @@ function twiggy() {
 }
 
 function runTwiggy(args) {
-  return execFileSync(twiggy(), args, { encoding: 'utf8', maxBuffer: 1 << 30 });
+  try {
+    return execFileSync(twiggy(), args, { encoding: 'utf8', maxBuffer: 1 << 30 });
+  } catch (e) {
+    if (e.code !== 'ENOENT') throw e;
+    console.error('twiggy not found (for the breakdown by crate): cargo install twiggy --root ~/.cache/medallion/tools\n' +
+      '(the sizes above need no twiggy; --sizes stops after them)');
+    process.exit(2);
+  }
 }
 
 /** The crate an item is charged to (see the comment at the top). */
