@@ -11,7 +11,7 @@ use datafusion::arrow::array::{Array, AsArray, RecordBatch, StringArray};
 use datafusion::arrow::compute::{cast, max, min};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::arrow::datatypes::{
-    DataType, Date32Type, Decimal128Type, DecimalType, Float64Type, Int64Type,
+    ArrowNumericType, DataType, Date32Type, Decimal128Type, DecimalType, Float64Type, Int64Type,
     TimestampMicrosecondType,
 };
 use datafusion::parquet::arrow::arrow_reader::statistics::StatisticsConverter;
@@ -157,15 +157,7 @@ fn number(digits: String) -> Option<Box<RawValue>> {
 fn bounds(dt: &DataType, chunks: &[&dyn Array]) -> Option<(Box<RawValue>, Box<RawValue>)> {
     match dt {
         DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => {
-            let (lo, hi) = fold(
-                chunks,
-                |c| {
-                    let c = cast(c, &DataType::Int64).ok()?;
-                    let c = c.as_primitive::<Int64Type>();
-                    Some((min(c)?, max(c)?))
-                },
-                i64::cmp,
-            )?;
+            let (lo, hi) = primitive_bounds::<Int64Type>(chunks, &DataType::Int64)?;
             Some((raw(lo)?, raw(hi)?))
         }
         DataType::Float32 | DataType::Float64 => {
@@ -175,7 +167,7 @@ fn bounds(dt: &DataType, chunks: &[&dyn Array]) -> Option<(Box<RawValue>, Box<Ra
                 chunks,
                 |c| {
                     let c = cast(c, &DataType::Float64).ok()?;
-                    let c = c.as_primitive::<Float64Type>();
+                    let c = c.as_primitive_opt::<Float64Type>()?;
                     if c.values().iter().any(|v| v.is_nan()) {
                         return None;
                     }
@@ -189,26 +181,12 @@ fn bounds(dt: &DataType, chunks: &[&dyn Array]) -> Option<(Box<RawValue>, Box<Ra
             Some((raw(lo)?, raw(hi)?))
         }
         DataType::Decimal128(p, s) => {
-            let (lo, hi) = fold(
-                chunks,
-                |c| {
-                    let c = c.as_primitive::<Decimal128Type>();
-                    Some((min(c)?, max(c)?))
-                },
-                i128::cmp,
-            )?;
+            let (lo, hi) = primitive_bounds::<Decimal128Type>(chunks, dt)?;
             let text = |v: i128| number(Decimal128Type::format_decimal(v, *p, *s));
             Some((text(lo)?, text(hi)?))
         }
         DataType::Date32 => {
-            let (lo, hi) = fold(
-                chunks,
-                |c| {
-                    let c = c.as_primitive::<Date32Type>();
-                    Some((min(c)?, max(c)?))
-                },
-                i32::cmp,
-            )?;
+            let (lo, hi) = primitive_bounds::<Date32Type>(chunks, dt)?;
             let day = |d: i32| {
                 chrono::DateTime::from_timestamp(d as i64 * 86_400, 0)
                     .map(|t| t.format("%Y-%m-%d").to_string())
@@ -216,22 +194,9 @@ fn bounds(dt: &DataType, chunks: &[&dyn Array]) -> Option<(Box<RawValue>, Box<Ra
             Some((raw(day(lo)?)?, raw(day(hi)?)?))
         }
         DataType::Timestamp(_, _) => {
-            let (lo, hi) = fold(
-                chunks,
-                |c| {
-                    let c = cast(
-                        c,
-                        &DataType::Timestamp(
-                            datafusion::arrow::datatypes::TimeUnit::Microsecond,
-                            None,
-                        ),
-                    )
-                    .ok()?;
-                    let c = c.as_primitive::<TimestampMicrosecondType>();
-                    Some((min(c)?, max(c)?))
-                },
-                i64::cmp,
-            )?;
+            let micros =
+                DataType::Timestamp(datafusion::arrow::datatypes::TimeUnit::Microsecond, None);
+            let (lo, hi) = primitive_bounds::<TimestampMicrosecondType>(chunks, &micros)?;
             let ms = |us: i64, up: bool| {
                 let m = if up {
                     us.div_euclid(1000) + i64::from(us.rem_euclid(1000) != 0)
@@ -246,7 +211,7 @@ fn bounds(dt: &DataType, chunks: &[&dyn Array]) -> Option<(Box<RawValue>, Box<Ra
         DataType::Utf8 => {
             let (lo, hi) = fold(
                 chunks,
-                |c| string_bounds(c.as_string::<i32>()),
+                |c| string_bounds(c.as_string_opt::<i32>()?),
                 |a: &&str, b: &&str| a.cmp(b),
             )?;
             if lo.chars().count() > MAX_STRING_STAT || hi.chars().count() > MAX_STRING_STAT {
@@ -279,6 +244,24 @@ fn fold<'a, T>(
     acc
 }
 
+/// The bounds of `chunks` cast to `as_type` (a chunk of another type that does not cast has
+/// none, and then the column has none).
+fn primitive_bounds<T>(chunks: &[&dyn Array], as_type: &DataType) -> Option<(T::Native, T::Native)>
+where
+    T: ArrowNumericType,
+    T::Native: Ord,
+{
+    fold(
+        chunks,
+        |c| {
+            let c = cast(c, as_type).ok()?;
+            let c = c.as_primitive_opt::<T>()?;
+            Some((min(c)?, max(c)?))
+        },
+        Ord::cmp,
+    )
+}
+
 /// The least and the greatest value of a string column, in one pass. Each value is first
 /// compared with the bounds by its first 8 bytes as one big-endian integer, which orders as
 /// the bytes do and decides nearly every comparison; only equal prefixes compare the whole
@@ -309,7 +292,7 @@ fn string_bounds(c: &StringArray) -> Option<(&str, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int32Array, StringArray};
+    use datafusion::arrow::array::{ArrayRef, Int32Array, StringArray};
     use serde_json::Value;
     use std::sync::Arc;
 
@@ -466,6 +449,26 @@ mod tests {
             assert_eq!(v["maxValues"]["i"], 3, "{stats}");
             assert!(v["minValues"].get("f").is_none(), "{stats}");
             assert!(v["maxValues"].get("f").is_none(), "{stats}");
+        }
+    }
+
+    #[test]
+    fn a_batch_of_another_type_leaves_the_column_without_bounds() {
+        use datafusion::arrow::array::Int64Array;
+        use datafusion::arrow::datatypes::Field;
+        let batch = |dt: DataType, col: ArrayRef| {
+            RecordBatch::try_new(
+                Arc::new(Schema::new(vec![Field::new("c", dt, true)])),
+                vec![col],
+            )
+            .unwrap()
+        };
+        let strings = batch(DataType::Utf8, Arc::new(StringArray::from(vec!["a", "b"])));
+        let numbers = batch(DataType::Int64, Arc::new(Int64Array::from(vec![1, 2])));
+        for batches in [[strings.clone(), numbers.clone()], [numbers, strings]] {
+            let v: Value = serde_json::from_str(&file_stats(&batches)).unwrap();
+            assert!(v["minValues"].get("c").is_none(), "{v}");
+            assert_eq!(v["numRecords"], 4);
         }
     }
 
