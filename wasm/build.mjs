@@ -19,7 +19,9 @@ import { fileURLToPath } from 'node:url';
 import zlib from 'node:zlib';
 
 const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const targetDir = process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/medallion/target');
+// Its own folder under the native build's: cargo locks a target folder for a whole build, and
+// tests/run.sh builds this module while the native tests compile.
+const targetDir = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/medallion/target'), 'npm');
 const tools = path.join(os.homedir(), '.cache/medallion/tools');
 const out = path.join(repo, 'wasm/pkg');
 const log = (s) => console.error(`[build] ${s}`);

@@ -7,7 +7,7 @@
 // brotli (quality 11, large window), as CDNs serve it. `--sizes` stops there (no twiggy needed).
 //
 // WASM defaults to the cargo output that still has its name section,
-// ~/.cache/medallion/target/wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm (wasm-bindgen
+// ~/.cache/medallion/target/npm/wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm (wasm-bindgen
 // keeps the names too, so wasm/pkg/medallion_wasm_bg.wasm also works). Uses twiggy from
 // ~/.cache/medallion/tools/bin (`cargo install twiggy --root ~/.cache/medallion/tools`) or PATH.
 //
@@ -36,7 +36,7 @@ const CUSTOM = '(custom sections)';
 const DATA = '(data segments, tables)';
 const SHIPPED = path.join(path.dirname(fileURLToPath(import.meta.url)), '../../wasm/pkg/medallion_wasm_bg.wasm');
 const DEFAULT_WASM = path.join(process.env.CARGO_TARGET_DIR || path.join(os.homedir(), '.cache/medallion/target'),
-  'wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm');
+  'npm/wasm32-unknown-unknown/wasm-release/medallion_wasm.wasm');
 
 // Groups for the summary, first match wins (crate names use underscores).
 const GROUPS = [

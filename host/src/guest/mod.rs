@@ -17,6 +17,7 @@
 pub mod abi;
 pub mod cache;
 pub mod grants;
+mod huge_pages;
 pub mod job;
 pub mod staged_check;
 pub mod wasi;
@@ -199,6 +200,7 @@ pub struct Context {
 fn compile_config(path: &std::path::Path, timeouts: bool) -> Config {
     let mut config = Config::new();
     config.epoch_interruption(timeouts);
+    config.memory_reservation(huge_pages::RESERVATION);
     if path == std::path::Path::new(env!("MEDALLION_GUEST_BUILT")) {
         // Wasmtime guards every indirect call with a Spectre mitigation, against hostile
         // code inside the sandbox training the CPU to read past a table. The module this
@@ -361,6 +363,8 @@ impl Guest {
         let memory = instance
             .get_memory(&mut *store, "memory")
             .ok_or_else(|| wasmtime::Error::msg("the guest exports no memory"))?;
+        // 2 MiB pages: TPC-H Q1 9% and the retail pipeline 4% faster (huge_pages.rs).
+        huge_pages::advise(memory.data_ptr(&*store));
         let alloc: TypedFunc<u32, u32> = instance.get_typed_func(&mut *store, "medallion_alloc")?;
         let free: TypedFunc<(u32, u32), ()> =
             instance.get_typed_func(&mut *store, "medallion_free")?;
