@@ -1,9 +1,10 @@
 //! Transparent huge pages for a guest's linear memory.
 //!
 //! A guest instance's memory only grows, and is unmapped whole when the instance ends, so
-//! 2 MiB pages cost it nothing that 4 KiB pages would not (every byte it touches is zeroed
-//! by the kernel either way), and save it a page fault per 4 KiB and the TLB misses of its
-//! hash tables. Where `transparent_hugepage/enabled` is `madvise` (Debian's default) Linux
+//! no 2 MiB page is ever split by memory given back; they save a page fault per 4 KiB and
+//! the TLB misses of its hash tables. What they can cost: a region the guest has grown into
+//! but not yet touched is zeroed and resident up to the end of its 2 MiB page (the memory
+//! cap counts wasm pages, so it is unchanged; RSS can be that much higher). Where `transparent_hugepage/enabled` is `madvise` (Debian's default) Linux
 //! gives them only to memory that asks. Measured in interleaved rounds of one build with and
 //! without the advice (2026-12-02, 7 rounds, load 1.0-1.8): TPC-H Q1 591 vs 651 ms (1.39x vs
 //! 1.53x native), the retail pipeline at scale 40 3.23 vs 3.36 s (1.26x vs 1.31x native).
