@@ -49,24 +49,23 @@ cargo fmt --all --check
 # everything else: one set of features, so DataFusion and tokio compile once, not twice.
 FEATURES="--features medallion-host/cluster"
 
-work=$(mktemp -d)
-# The npm package (wasm-bindgen-cli and a DataFusion build for wasm32-unknown-unknown, ~15 min
-# on a cold 2-core machine) builds beside everything below, in its own target folder (so cargo's
-# lock on the native one does not serialise them): at nice 19 it takes only the CPU the rest
-# leaves, the gaps of the native compile (one crate at a time, linking) and the integration
-# tests' waits on servers and clients. Started after the native tests' compile, a cold run
-# still waited 274 s for it. Awaited before the npm tests; in its own process group, so that a
-# failed run stops it whole.
-setsid nice -n 19 npm run build >"$work/npm-build.log" 2>&1 &
-npm_build=$!
-trap 'kill -- -"$npm_build" 2>/dev/null || true; rm -rf "$work"' EXIT
-
 step "native tests"
 cargo test --workspace $FEATURES
 
 step "Delta interop: deltalake and duckdb read the retail demo's lake"
 cargo build --bin medallion $FEATURES
 bin="$CARGO_TARGET_DIR/debug/medallion"
+work=$(mktemp -d)
+# The npm package (wasm-bindgen-cli and a DataFusion build for wasm32-unknown-unknown, ~15 min
+# on a cold 2-core machine) builds in its own target folder while the integration tests below
+# run: they mostly wait on servers and clients, and at nice 19 the build takes only the CPU they
+# leave. A cold run that started it beside the native tests' compile took 87 minutes for that
+# compile, against 40 in the run before that started it here (two machines, so not a clean
+# comparison, but no sign that the overlap paid). Awaited before the npm tests; in its own
+# process group, so that a failed run stops it whole.
+setsid nice -n 19 npm run build >"$work/npm-build.log" 2>&1 &
+npm_build=$!
+trap 'kill -- -"$npm_build" 2>/dev/null || true; rm -rf "$work"' EXIT
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 >"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$bin" demo --dir "$work/retail" --lake "$work/lake" --scale 0.3 --more >>"$work/demo.log" 2>&1 || { cat "$work/demo.log"; exit 1; }
 "$VENV/bin/python" tests/delta_readers.py "$bin" "$work/lake"
@@ -117,7 +116,7 @@ else
   exit 1
 fi
 
-step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile), started before the native tests"
+step "npm package: build (wasm-bindgen-cli pinned to the crate, wasm-release profile), started before the integration tests"
 if ! wait "$npm_build"; then
   cat "$work/npm-build.log"
   echo "error: npm run build failed (its output is above)" >&2

@@ -1,7 +1,7 @@
 //! `medallion serve`: the lake over the PostgreSQL wire protocol, for psql, JDBC/ODBC drivers
 //! and BI tools. The protocol and the `pg_catalog` those clients query come from
 //! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
-//! read-only ([`read_only`]), bounds each query's time ([`time_limit`]) and memory (the
+//! read-only ([`read_only`]), bounds each query's time ([`time_limit`], stopping its work at once: [`yield_points`]) and memory (the
 //! engine's pool), and asks for a password (SCRAM-SHA-256) whenever it listens beyond
 //! loopback. On a second port, [`http`] serves the dashboard, the lake's files, and the report
 //! and alerts of a pipeline watched in the same process ([`Live`]); with a certificate
@@ -13,6 +13,7 @@ pub mod http;
 pub mod read_only;
 pub mod time_limit;
 mod tls;
+mod yield_points;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
@@ -122,7 +123,7 @@ pub async fn serve(storage: Arc<dyn Storage>, opts: ServeOptions) -> anyhow::Res
                 .with_context(|| format!("listening for HTTP on {}:{port}", opts.bind))?,
         ),
     };
-    let ctx = Arc::new(new_context(opts.engine));
+    let ctx = Arc::new(yield_points::with_yield_points(new_context(opts.engine)));
     setup_pg_catalog(
         &ctx,
         &ctx.state()
