@@ -7,8 +7,9 @@
 //! budget, and they buffer without bound while one consumer lags (apache/datafusion#22090).
 //! A `count(DISTINCT …)` over `generate_series` stopped by `--query-timeout` kept a core busy
 //! for up to 0.4 s after its client had the error, inserting buffered batches into its hash
-//! table. DataFusion's `CooperativeExec` above each `RepartitionExec` did not stop that: it
-//! yields after tokio's budget of 128 batches, and 128 batches of inserts into a table of a
+//! table. Adding DataFusion's `CooperativeExec` above each `RepartitionExec` (which declares
+//! itself cooperative, so DataFusion adds none) did not stop that: it yields after tokio's
+//! budget of 128 batches, and 128 batches of inserts into a table of a
 //! million groups took as long. [`YieldEvery`] yields once its reader has been busy for
 //! [`BUSY_BEFORE_YIELD`] without waiting; a yield costs a reschedule, microseconds. After the
 //! change the server burned 0-40 ms after such a stop instead of 40-390 ms (8 stops each); an
@@ -27,12 +28,15 @@ use medallion_core::datafusion::arrow::record_batch::RecordBatch;
 use medallion_core::datafusion::common::tree_node::{
     Transformed, TransformedResult, TreeNode, TreeNodeRecursion,
 };
+use medallion_core::datafusion::common::Statistics;
 use medallion_core::datafusion::config::ConfigOptions;
 use medallion_core::datafusion::error::{DataFusionError, Result};
 use medallion_core::datafusion::execution::{SessionStateBuilder, TaskContext};
 use medallion_core::datafusion::physical_expr::PhysicalExpr;
 use medallion_core::datafusion::physical_optimizer::PhysicalOptimizerRule;
+use medallion_core::datafusion::physical_plan::execution_plan::CardinalityEffect;
 use medallion_core::datafusion::physical_plan::repartition::RepartitionExec;
+use medallion_core::datafusion::physical_plan::statistics::{ChildStats, StatisticsArgs};
 use medallion_core::datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties, RecordBatchStream,
     SendableRecordBatchStream,
@@ -40,7 +44,8 @@ use medallion_core::datafusion::physical_plan::{
 use medallion_core::datafusion::prelude::SessionContext;
 
 /// How long the reader of a [`YieldEvery`] may be busy (its batches ready one after another)
-/// before it yields once: how long a stopped query may go on working, per task.
+/// before it yields once: a stopped query goes on working about this long per task, plus the
+/// batch in hand (checked between batches).
 const BUSY_BEFORE_YIELD: Duration = Duration::from_millis(10);
 
 /// `ctx` with [`YieldAfterRepartition`] as its last physical optimizer rule.
@@ -138,6 +143,29 @@ impl ExecutionPlan for YieldEvery {
         }
     }
 
+    // Statistics pass through, as in DataFusion's CooperativeExec: without these, every node
+    // above this one shows unknown statistics in EXPLAIN.
+    fn child_stats_requests(&self, partition: Option<usize>) -> Vec<ChildStats> {
+        vec![ChildStats::At(partition)]
+    }
+
+    fn statistics_from_inputs(
+        &self,
+        input_stats: &[Arc<Statistics>],
+        _args: &StatisticsArgs,
+    ) -> Result<Arc<Statistics>> {
+        match input_stats.first() {
+            Some(stats) => Ok(Arc::clone(stats)),
+            None => Err(DataFusionError::Internal(
+                "YieldEvery takes exactly one input".into(),
+            )),
+        }
+    }
+
+    fn cardinality_effect(&self) -> CardinalityEffect {
+        CardinalityEffect::Equal
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -152,7 +180,8 @@ impl ExecutionPlan for YieldEvery {
 
 struct Yielding {
     input: SendableRecordBatchStream,
-    /// When the reader last got Pending (from the input or a yield); None before its first batch.
+    /// The first poll since the input last returned Pending, the stream last yielded, or the
+    /// stream began: when the reader's busy stretch started.
     busy_since: Option<Instant>,
 }
 
@@ -168,8 +197,8 @@ impl Stream for Yielding {
             return Poll::Pending;
         }
         let next = self.input.as_mut().poll_next(cx);
-        if next.is_pending() {
-            // Waiting yields already.
+        if !matches!(next, Poll::Ready(Some(_))) {
+            // Waiting yields already; an ended input has nothing more to hand out.
             self.busy_since = None;
         }
         next
@@ -198,7 +227,7 @@ mod tests {
             ..EngineOptions::default()
         };
         let sql = "SELECT count(DISTINCT value % 7919) AS n FROM generate_series(1, 200000)";
-        let ctx = with_yield_points(new_context(opts.clone()));
+        let ctx = with_yield_points(new_context(opts));
         let df = ctx.sql(sql).await.unwrap();
         let plan = df.clone().create_physical_plan().await.unwrap();
         let text = displayable(plan.as_ref()).indent(false).to_string();
