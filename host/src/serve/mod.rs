@@ -1,9 +1,9 @@
 //! `medallion serve`: the lake over the PostgreSQL wire protocol, for psql, JDBC/ODBC drivers
 //! and BI tools. The protocol and the `pg_catalog` those clients query come from
 //! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
-//! read-only ([`read_only`]), bounds each query's time ([`time_limit`], stopping its work at once: [`yield_points`]) and memory (the
-//! engine's pool), and asks for a password (SCRAM-SHA-256) whenever it listens beyond
-//! loopback. On a second port, [`http`] serves the dashboard, the lake's files, and the report
+//! read-only ([`read_only`]), bounds each query's time ([`time_limit`]; [`yield_points`] make
+//! a stopped query stop working at once) and memory (the engine's pool), and asks for a
+//! password (SCRAM-SHA-256) whenever it listens beyond loopback. On a second port, [`http`] serves the dashboard, the lake's files, and the report
 //! and alerts of a pipeline watched in the same process ([`Live`]); with a certificate
 //! ([`tls`]) both ports are encrypted.
 
