@@ -3,9 +3,9 @@
 //! datafusion-postgres (on pgwire); this module plugs in the lake's tables, keeps the server
 //! read-only ([`read_only`]), bounds each query's time ([`time_limit`]; [`yield_points`] make
 //! a stopped query stop working at once) and memory (the engine's pool), and asks for a
-//! password (SCRAM-SHA-256) whenever it listens beyond loopback. On a second port, [`http`] serves the dashboard, the lake's files, and the report
-//! and alerts of a pipeline watched in the same process ([`Live`]); with a certificate
-//! ([`tls`]) both ports are encrypted.
+//! password (SCRAM-SHA-256) whenever it listens beyond loopback. On a second port, [`http`]
+//! serves the dashboard, the lake's files, and the report and alerts of a pipeline watched in
+//! the same process ([`Live`]); with a certificate ([`tls`]) both ports are encrypted.
 
 pub mod catalog;
 mod compat;
