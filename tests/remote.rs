@@ -108,9 +108,7 @@ fn write_fixture(dir: &std::path::Path) -> u64 {
 }
 
 fn http(settings: HttpSettings) -> (Arc<dyn Storage>, Arc<IoStats>) {
-    let counting = Arc::new(CountingStorage::new(Arc::new(
-        HttpStorage::new(settings).unwrap(),
-    )));
+    let counting = Arc::new(CountingStorage::new(Arc::new(HttpStorage::new(settings))));
     let stats = counting.stats();
     (counting, stats)
 }

@@ -12,7 +12,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,7 +46,9 @@ impl Default for HttpSettings {
 
 #[derive(Debug)]
 pub struct HttpStorage {
-    client: reqwest::Client,
+    /// Built on the first request: building it reads the system's root certificates, which
+    /// was about a tenth of a local `medallion query`'s start.
+    client: OnceLock<reqwest::Client>,
     settings: HttpSettings,
     /// The first ETag seen per URL: a different one later means the file changed.
     etags: Mutex<HashMap<String, String>>,
@@ -69,18 +71,26 @@ enum Attempt<T> {
 }
 
 impl HttpStorage {
-    pub fn new(settings: HttpSettings) -> Result<Self> {
-        let client = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout.min(Duration::from_secs(10)))
-            .build()
-            .map_err(|e| io("http", None, format!("cannot start the HTTP client: {e}")))?;
-        Ok(Self {
-            client,
+    pub fn new(settings: HttpSettings) -> Self {
+        Self {
+            client: OnceLock::new(),
             settings,
             etags: Mutex::default(),
             bodies: Mutex::default(),
-        })
+        }
+    }
+
+    /// The client, built for the first request (to `url`, named if that fails).
+    fn client(&self, url: &str) -> Result<&reqwest::Client> {
+        if let Some(client) = self.client.get() {
+            return Ok(client);
+        }
+        let client = reqwest::Client::builder()
+            .timeout(self.settings.timeout)
+            .connect_timeout(self.settings.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| io(url, None, format!("cannot start the HTTP client: {e}")))?;
+        Ok(self.client.get_or_init(|| client))
     }
 
     fn cached_body(&self, url: &str) -> Option<Bytes> {
@@ -244,10 +254,11 @@ impl Storage for HttpStorage {
                 etag: None,
             });
         }
+        let client = self.client(url)?;
         self.with_retries(
             url,
             None,
-            || self.client.head(url),
+            || client.head(url),
             |response| async move {
                 match response.status() {
                     StatusCode::NOT_FOUND => Attempt::Done(Err(Error::NotFound {
@@ -292,10 +303,11 @@ impl Storage for HttpStorage {
         }
         let header = format!("bytes={}-{}", range.start, range.end - 1);
         let want = Some(range.clone());
+        let client = self.client(url)?;
         self.with_retries(
             url,
             want.clone(),
-            || self.client.get(url).header(RANGE, &header),
+            || client.get(url).header(RANGE, &header),
             |response| {
                 let (want, range) = (want.clone(), range.clone());
                 async move {
@@ -379,10 +391,11 @@ impl Storage for HttpStorage {
             ));
         }
         let header = format!("bytes=-{n}");
+        let client = self.client(url)?;
         self.with_retries(
             url,
             None,
-            || self.client.get(url).header(RANGE, &header),
+            || client.get(url).header(RANGE, &header),
             |response| async move {
                 let etag = match self.check_etag(url, &response, &None) {
                     Ok(t) => t,

@@ -37,7 +37,7 @@ async fn targets(
 }
 
 fn storage() -> anyhow::Result<Arc<dyn Storage>> {
-    Ok(Arc::new(NativeStorage::new(Default::default())?))
+    Ok(Arc::new(NativeStorage::new(Default::default())))
 }
 
 pub async fn optimize(

@@ -462,7 +462,7 @@ impl EngineArgs {
             retries: self.http_retries,
             ..Default::default()
         };
-        let native = medallion_host::native_storage::NativeStorage::new(http)?;
+        let native = medallion_host::native_storage::NativeStorage::new(http);
         Ok(std::sync::Arc::new(
             medallion_core::storage::CountingStorage::new(std::sync::Arc::new(native)),
         ))

@@ -43,7 +43,7 @@ impl<T> Context<T> for Result<T, medallion_core::datafusion::error::DataFusionEr
 /// What a cluster process reads the lake through: local files, HTTP(S) and S3 as the CLI
 /// reads them (credentials for S3 from this process's environment).
 pub fn native_storage() -> Result<Arc<dyn Storage>, medallion_core::Error> {
-    let native = crate::native_storage::NativeStorage::new(crate::http::HttpSettings::default())?;
+    let native = crate::native_storage::NativeStorage::new(crate::http::HttpSettings::default());
     Ok(Arc::new(native))
 }
 
