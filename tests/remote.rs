@@ -158,6 +158,18 @@ async fn reads_only_what_the_query_needs() {
         1,
         "count(*) is answered from the footer, read with one suffix request"
     );
+    // ... and from its row count (the 200,000 rows `write_fixture` wrote): no scan is planned.
+    let plan = query(&storage, &url, "EXPLAIN SELECT count(*) FROM t")
+        .await
+        .unwrap();
+    let plan = medallion_core::arrow::util::pretty::pretty_format_batches(&plan)
+        .unwrap()
+        .to_string();
+    let physical = &plan[plan.find("physical_plan").expect("a physical plan")..];
+    assert!(
+        physical.contains("200000") && !physical.contains("DataSourceExec"),
+        "count(*) should be the footer's count, not a scan:\n{physical}"
+    );
 
     let (storage, stats) = http(HttpSettings::default());
     let got = query(&storage, &url, "SELECT count(*) FROM t WHERE id = 123456")

@@ -651,9 +651,17 @@ pub async fn register_location_at(
         // One file: its footer read (a suffix read) also tells its size, so no HEAD.
         let reading = reading_of(ctx.state().config());
         let (metadata, meta) = load_metadata(storage, location, None, &reading).await?;
+        // The footer's count (the sum of its row groups', see `load_metadata`) makes the
+        // table's count exact, which `count(*)` is then answered from, without a scan.
+        let rows = u64::try_from(metadata.file_metadata().num_rows()).ok();
         let schema = arrow_schema(metadata, location)?;
-        let table =
-            ParquetFilesTable::new(ctx, storage, schema, &[(location.to_string(), meta.size)])?;
+        let file = LiveFile {
+            location: location.to_string(),
+            size: meta.size,
+            partition_values: vec![],
+            rows,
+        };
+        let table = ParquetFilesTable::partitioned(ctx, storage, schema, &[], &[file])?;
         (Arc::new(table), TableKind::Parquet)
     } else {
         let files: Vec<(String, u64)> = resolve_files(storage.as_ref(), "", location)
