@@ -629,10 +629,7 @@ async fn row_counts_from_the_log_answer_count_and_order_joins() {
     )
     .await
     .unwrap();
-    let plan = medallion_core::arrow::util::pretty::pretty_format_batches(&b)
-        .unwrap()
-        .to_string();
-    let physical = &plan[plan.find("physical_plan").expect("a physical plan")..];
+    let physical = medallion_tests::physical_plan(&b);
     let after_join: Vec<&str> = physical
         .lines()
         .skip_while(|l| !l.contains("CrossJoinExec"))

@@ -162,10 +162,7 @@ async fn reads_only_what_the_query_needs() {
     let plan = query(&storage, &url, "EXPLAIN SELECT count(*) FROM t")
         .await
         .unwrap();
-    let plan = medallion_core::arrow::util::pretty::pretty_format_batches(&plan)
-        .unwrap()
-        .to_string();
-    let physical = &plan[plan.find("physical_plan").expect("a physical plan")..];
+    let physical = medallion_tests::physical_plan(&plan);
     assert!(
         physical.contains("200000") && !physical.contains("DataSourceExec"),
         "count(*) should be the footer's count, not a scan:\n{physical}"

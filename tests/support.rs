@@ -98,3 +98,11 @@ pub fn write(path: &Path, text: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, text).unwrap();
 }
+
+/// The physical plan of an `EXPLAIN`'s result, as text.
+pub fn physical_plan(explained: &[medallion_core::arrow::array::RecordBatch]) -> String {
+    let plan = medallion_core::arrow::util::pretty::pretty_format_batches(explained)
+        .unwrap()
+        .to_string();
+    plan[plan.find("physical_plan").expect("a physical plan")..].to_string()
+}
