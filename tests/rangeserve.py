@@ -21,7 +21,8 @@ Control endpoints (never counted, never delayed, never faulted):
 Fault modes: none, ignore-range (200 with the whole body), status-500, flaky (odd requests
 503, even ones succeed), drop (odd requests: close without answering), truncate (full
 Content-Length, half the body, close), slow (30 s before answering), etag-flip (a new ETag on
-every response), 404. "Odd" counts the requests served since the mode was set, from 1, so a
+every response), 404, catch-all (a path that names no file gets 200 and an HTML page, as a
+single-page app's host answers). "Odd" counts the requests served since the mode was set, from 1, so a
 client that retries once always gets through `flaky` and `drop`.
 
 Range handling is deliberately strict, to catch client bugs: a `bytes=` range that is
@@ -47,7 +48,9 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 FAULT_MODES = (
     "none", "ignore-range", "status-500", "flaky", "drop", "truncate", "slow", "etag-flip", "404",
+    "catch-all",
 )
+CATCH_ALL_PAGE = b"<!doctype html><title>app</title><div id=root></div>\n"
 SLOW_SECONDS = 30
 CHUNK = 1 << 20
 RANGE_RE = re.compile(r"bytes=(\d*)-(\d*)", re.IGNORECASE)
@@ -235,6 +238,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def serve_file(self):
         path = self.resolve()
+        if path is None and self.fault_is("catch-all"):
+            return self.respond(200, CATCH_ALL_PAGE, {"Content-Type": CONTENT_TYPES[".html"]})
         if path is None:
             return self.respond_text(404, "not found\n")
         st = os.stat(path)

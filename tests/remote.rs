@@ -46,15 +46,20 @@ impl Server {
         Server { child, base }
     }
 
-    /// (requests, body bytes) the server has answered.
-    async fn stats(&self) -> (u64, u64) {
+    /// What the server counted: `requests`, `bytes`, and `log` ([method, path, range, …]).
+    async fn counters(&self) -> serde_json::Value {
         let text = reqwest::get(format!("{}/__stats", self.base))
             .await
             .unwrap()
             .text()
             .await
             .unwrap();
-        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    /// (requests, body bytes) the server has answered.
+    async fn stats(&self) -> (u64, u64) {
+        let v = self.counters().await;
         (
             v["requests"].as_u64().unwrap(),
             v["bytes"].as_u64().unwrap(),
@@ -195,6 +200,82 @@ async fn reads_only_what_the_query_needs() {
         "one narrow column of three: {} of {size}",
         stats.counts().bytes_read
     );
+}
+
+/// A URL with a query (a presigned URL's signature, a version to bust caches) is one file:
+/// its `?` is no wildcard, and it is Parquet by the name before the query.
+#[tokio::test]
+async fn a_url_with_a_query_is_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let server = Server::start(dir.path(), "none");
+    let url = format!(
+        "{}?X-Amz-Credential=AKIA%2F20261203&X-Amz-Signature=0f3a@9&v=2",
+        server.url("t.parquet")
+    );
+
+    let (storage, stats) = http(HttpSettings::default());
+    // sum(id) makes it read a column, not only the footer's count.
+    let got = query(&storage, &url, "SELECT count(*), sum(id) FROM t")
+        .await
+        .unwrap();
+    assert_eq!(first_i64(&got), 200_000);
+    let sum = got[0]
+        .column(1)
+        .as_any()
+        .downcast_ref::<Int64Array>()
+        .unwrap()
+        .value(0);
+    assert_eq!(sum, 199_999 * 200_000 / 2, "ids 0..200000, as written");
+    assert_eq!(stats.counts().list_requests, 0, "not listed as a glob");
+    // Every request asked for the file itself, with its query: none looked for a Delta log
+    let log = server.counters().await;
+    let requests: Vec<(&str, &str)> = log["log"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].as_str().unwrap(), r[1].as_str().unwrap()))
+        .collect();
+    // ... and were reads of ranges, as for any one file (its size comes with the footer).
+    let own = &url[server.base.len()..];
+    assert!(
+        requests.len() >= 2 && requests.iter().all(|r| *r == ("GET", own)),
+        "requests: {requests:?}"
+    );
+}
+
+/// A host that answers every path with its app's page (200) must not look like a Delta log
+/// with endless commits: probing the log stops with an error that says why.
+#[tokio::test]
+async fn a_server_that_answers_every_path_is_not_probed_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fixture(dir.path());
+    let server = Server::start(dir.path(), "catch-all");
+    let (storage, _) = http(quick());
+    for location in [
+        format!("delta:{}", server.url("lake/gold/sales")),
+        server.url("lake/gold/sales"),
+    ] {
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            query(&storage, &location, "SELECT 1"),
+        )
+        .await
+        .expect("registering must not hang")
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&server.url("lake/gold/sales")) && err.contains("cannot exist"),
+            "{location}: {err}"
+        );
+    }
+    let (requests, _) = server.stats().await;
+    assert!(requests <= 2 * 11, "two registrations, {requests} requests");
+    // The file itself still reads, by its name.
+    let got = query(&storage, &server.url("t.parquet"), "SELECT count(*) FROM t")
+        .await
+        .unwrap();
+    assert_eq!(first_i64(&got), 200_000);
 }
 
 #[tokio::test]

@@ -588,8 +588,8 @@ pub fn split_time_travel(location: &str) -> Result<(&str, At)> {
     let Some((path, suffix)) = location.rsplit_once('@') else {
         return Ok((location, At::Latest));
     };
-    // `@` inside a URL's authority (user@host) or a folder name is not a suffix.
-    if suffix.contains('/') || path.is_empty() {
+    // `@` inside a URL's authority (user@host), its query or a folder name is not a suffix.
+    if suffix.contains('/') || path.is_empty() || crate::storage::file_part(path) != path {
         return Ok((location, At::Latest));
     }
     if let Ok(v) = suffix.parse::<u64>() {
@@ -634,11 +634,11 @@ pub async fn register_location_at(
     let (location, suffix_at) = split_time_travel(location)?;
     let at = if at == At::Latest { suffix_at } else { at };
     let location = location.trim_end_matches('/');
-    let is_glob = location.contains(['*', '?', '[']);
-    let looks_parquet = location.to_ascii_lowercase().ends_with(".parquet");
+    let is_glob = crate::storage::wildcard_at(location).is_some();
     let is_delta = !is_glob
         && (forced_delta
-            || (!looks_parquet && delta::is_delta_table(storage.as_ref(), location).await?));
+            || (!crate::storage::names_one_file(location)
+                && delta::is_delta_table(storage.as_ref(), location).await?));
     if !is_delta && at != At::Latest {
         return Err(Error::Spec(format!(
             "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
@@ -704,5 +704,9 @@ mod tests {
             ("http://u@h/t", At::Latest)
         );
         assert!(split_time_travel("/l/t@2026-13-01").is_err());
+        assert_eq!(
+            split_time_travel("https://h/t.parquet?token=a@5").unwrap(),
+            ("https://h/t.parquet?token=a@5", At::Latest)
+        );
     }
 }

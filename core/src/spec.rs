@@ -616,7 +616,7 @@ impl BronzeSource {
         if let Some(f) = self.format {
             return Ok(f);
         }
-        let lower = self.path.to_ascii_lowercase();
+        let lower = crate::storage::file_part(&self.path).to_ascii_lowercase();
         if lower.ends_with(".parquet") {
             Ok(Format::Parquet)
         } else if lower.ends_with(".csv") {
@@ -762,10 +762,14 @@ mod tests {
             path = "data/*.ndjson"
             [bronze.b]
             path = "x.parquet"
+            [bronze.c]
+            path = "https://h/raw/orders.csv?X-Amz-Signature=ab12&v=2.json"
             "#,
         )
         .unwrap();
         assert_eq!(spec.bronze["a"].resolved_format(), Ok(Format::Ndjson));
         assert_eq!(spec.bronze["b"].resolved_format(), Ok(Format::Parquet));
+        // A URL's query (a presigned URL's signature) is not part of the file's name.
+        assert_eq!(spec.bronze["c"].resolved_format(), Ok(Format::Csv));
     }
 }

@@ -108,6 +108,32 @@ pub fn is_http(location: &str) -> bool {
     location.starts_with("http://") || location.starts_with("https://")
 }
 
+/// The part of a location that names the file: an http(s) URL without its query and
+/// fragment, any other location whole. In a URL, `?` starts the query (a presigned URL's
+/// signature, a cache-busting version) and says nothing about the file's name.
+pub fn file_part(location: &str) -> &str {
+    if is_http(location) {
+        let end = location.find(['?', '#']).unwrap_or(location.len());
+        &location[..end]
+    } else {
+        location
+    }
+}
+
+/// Where a location's first wildcard (`*`, `?`, `[`, `{`) is, if it is a glob; an http(s)
+/// URL's query is not looked at ([`file_part`]).
+pub fn wildcard_at(location: &str) -> Option<usize> {
+    file_part(location).find(['*', '?', '[', '{'])
+}
+
+/// Whether a location can only be a file, not a Delta table's folder: its name ends in
+/// `.parquet` (in any case), or it is a URL with a query, under which no `_delta_log/` could
+/// be found (a presigned URL signs one object).
+pub fn names_one_file(location: &str) -> bool {
+    let name = file_part(location);
+    name.len() != location.len() || name.to_ascii_lowercase().ends_with(".parquet")
+}
+
 /// Whether a location is in an S3(-compatible) bucket: `s3://bucket/key`.
 pub fn is_s3(location: &str) -> bool {
     location.starts_with("s3://")

@@ -192,6 +192,10 @@ async fn probe_log(storage: &dyn Storage, table: &str) -> Result<LogListing> {
 }
 
 /// Adds commits `from`, `from + 1`… to `listing` until one is missing.
+///
+/// A server that answers every path with 200 (a single-page app's fallback page) would make
+/// this endless, so after the 8th, 16th, 32nd… commit found it asks for one that cannot exist
+/// yet; tables with few commits since their checkpoint pay nothing for that.
 pub async fn probe_commits_from(
     storage: &dyn Storage,
     table: &str,
@@ -208,8 +212,31 @@ pub async fn probe_commits_from(
             Err(Error::NotFound { .. }) => return Ok(()),
             Err(e) => return Err(e),
         }
+        let found = v - from;
+        if found >= 8 && found.is_power_of_two() {
+            let impossible = commit_location(table, v + IMPOSSIBLY_AHEAD);
+            match storage.head(&impossible).await {
+                Err(Error::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+                Ok(_) => {
+                    return Err(Error::Delta {
+                        location: table.to_string(),
+                        message: format!(
+                            "the server answers 200 for {impossible}, a commit that cannot exist, \
+                             so it answers every path (a single-page app's fallback?) and the log \
+                             cannot be read over HTTP; serve the table from a plain file server, \
+                             or if this is a Parquet file, name it `.parquet`"
+                        ),
+                    });
+                }
+            }
+        }
     }
 }
+
+/// How far past the last commit found the check of [`probe_commits_from`] looks: no table
+/// gains 2^40 commits between two reads.
+const IMPOSSIBLY_AHEAD: u64 = 1 << 40;
 
 #[cfg(test)]
 mod tests {

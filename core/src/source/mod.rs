@@ -60,8 +60,7 @@ pub async fn resolve_files(
     } else {
         join(base, pattern)
     };
-    let wildcard = full.find(['*', '?', '[', '{']);
-    let Some(at) = wildcard else {
+    let Some(at) = crate::storage::wildcard_at(&full) else {
         return Ok(vec![storage.head(&full).await?]);
     };
     let dir = full[..at].rsplit_once('/').map(|(d, _)| d).unwrap_or("");

@@ -10,7 +10,7 @@ use medallion_host::local_fs::absolute;
 pub async fn inspect(path: &str, json: bool, storage: Arc<CountingStorage>) -> anyhow::Result<()> {
     let storage: Arc<dyn Storage> = storage;
     let location = absolute(path)?;
-    if !location.to_ascii_lowercase().ends_with(".parquet")
+    if !medallion_core::storage::names_one_file(&location)
         && medallion_core::delta::is_delta_table(storage.as_ref(), &location).await?
     {
         return history(&storage, &location, json).await;

@@ -30,7 +30,7 @@ use medallion_core::delta::{self, At, LiveFile, Snapshot};
 use medallion_core::error::{Error, Result};
 use medallion_core::pipeline::SqlEngine;
 use medallion_core::query::{self, EngineOptions, TableKind};
-use medallion_core::storage::Storage;
+use medallion_core::storage::{self, Storage};
 
 use super::stores::LakeStores;
 use super::tables::file_list_table;
@@ -104,11 +104,10 @@ impl ClusterSession {
         };
         let (location, at) = query::split_time_travel(location)?;
         let location = location.trim_end_matches('/');
-        let is_glob = location.contains(['*', '?', '[']);
-        let looks_parquet = location.to_ascii_lowercase().ends_with(".parquet");
+        let is_glob = storage::wildcard_at(location).is_some();
         let is_delta = !is_glob
             && (forced_delta
-                || (!looks_parquet
+                || (!storage::names_one_file(location)
                     && delta::is_delta_table(self.storage.as_ref(), location).await?));
         if is_delta {
             let snapshot = Snapshot::load_at(self.storage.as_ref(), location, at).await?;

@@ -8,7 +8,7 @@
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
-use medallion_core::storage::is_url;
+use medallion_core::storage::{is_url, wildcard_at};
 
 /// Read, or read and write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,7 +61,7 @@ impl Grants {
 
     /// Grants what a source path or glob can match: the file, or the folder a glob starts in.
     pub fn allow_pattern(&mut self, location: &str, access: Access) {
-        match location.find(['*', '?', '[', '{']) {
+        match wildcard_at(location) {
             None => self.allow(location, access),
             Some(i) => {
                 let fixed = &location[..i];
