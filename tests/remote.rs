@@ -138,8 +138,13 @@ async fn query(
 }
 
 fn first_i64(batches: &[RecordBatch]) -> i64 {
+    i64_at(batches, 0)
+}
+
+/// The first row's value in `column`, an Int64 column.
+fn i64_at(batches: &[RecordBatch], column: usize) -> i64 {
     batches[0]
-        .column(0)
+        .column(column)
         .as_any()
         .downcast_ref::<Int64Array>()
         .unwrap()
@@ -220,13 +225,11 @@ async fn a_url_with_a_query_is_one_file() {
         .await
         .unwrap();
     assert_eq!(first_i64(&got), 200_000);
-    let sum = got[0]
-        .column(1)
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .unwrap()
-        .value(0);
-    assert_eq!(sum, 199_999 * 200_000 / 2, "ids 0..200000, as written");
+    assert_eq!(
+        i64_at(&got, 1),
+        199_999 * 200_000 / 2,
+        "ids 0..200000, as written"
+    );
     assert_eq!(stats.counts().list_requests, 0, "not listed as a glob");
     // Every request asked for the file itself, with its query: none looked for a Delta log
     let log = server.counters().await;
