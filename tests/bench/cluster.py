@@ -39,7 +39,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from guest import retail_data  # noqa: E402
+from guest import retail_data, timed  # noqa: E402
 
 
 def log(msg):
@@ -53,16 +53,9 @@ def free_port():
 
 
 def run_measured(cmd):
-    """Wall ms and peak RSS (MiB) of one process, which must succeed."""
-    started = time.perf_counter()
-    p = subprocess.Popen([str(c) for c in cmd], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(p.pid, 0)
-    ms = (time.perf_counter() - started) * 1000
-    out, err = p.stdout.read(), p.stderr.read()
-    p.returncode = os.waitstatus_to_exitcode(status)
-    if p.returncode != 0:
-        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{err.decode()[-3000:]}")
-    return ms, usage.ru_maxrss / 1024, out
+    """Wall ms, peak RSS (MiB) and stdout of one process, which must succeed."""
+    ms, p = timed(cmd)
+    return ms, p.usage.rss_mib, p.stdout
 
 
 def vm_hwm_mib(pid):
@@ -165,7 +158,7 @@ def main():
 
     log("duckdb")
     code = ("import sys, json; sys.path.insert(0, %r); from guest import duckdb_pipeline; "
-            "ms, gold = duckdb_pipeline(%r); print(json.dumps([ms, gold]))") % (str(HERE), str(spec))
+            "ms, gold, _ = duckdb_pipeline(%r); print(json.dumps([ms, gold]))") % (str(HERE), str(spec))
     times, rss = [], []
     for _ in range(args.repeat):
         _, peak, out = run_measured([sys.executable, "-c", code])

@@ -17,6 +17,11 @@ the contenders of a workload run in interleaved rounds, so drifting load hits th
            DuckDB's is execute + fetch on a fresh connection.
   start    the guest module: compiled from the .wasm (an empty module cache) vs loaded from the
            cache, as `--stats` reports it, and the wall time of `medallion query "SELECT 1"`.
+Beside each time: the median CPU time of a run (user + system, every thread; DuckDB's from this
+process's clock) with its ratio to native, and the largest peak RSS of the medallion process
+over the runs (DuckDB runs inside this script, so it has none). CPU time does not count waiting
+for a core, so a wall-time ratio that moved while the CPU ratio held was the scheduling, not the
+engine. The load average is printed at both ends.
 
 Not a test: it takes minutes and its numbers depend on the machine. Release builds:
 the script runs `cargo build --release --bin medallion` (which also builds the guest with the
@@ -59,13 +64,49 @@ def medallion_bin(args):
     return target / "release" / "medallion"
 
 
+class Usage:
+    """CPU time (user + system, all threads) and peak resident memory of one run. Wall time on
+    this shared machine moves with the load; CPU time moves less, so the two ratios together
+    say whether a change in wall time was the engine or the machine."""
+
+    def __init__(self, cpu_ms, rss_mib=None):
+        self.cpu_ms, self.rss_mib = cpu_ms, rss_mib
+
+
+class Finished:
+    def __init__(self, stdout, stderr, usage):
+        self.stdout, self.stderr, self.usage = stdout, stderr, usage
+
+
+# Runs one command and reports its own wall time, CPU time and peak RSS. It is a separate small
+# interpreter because Linux starts a child's peak RSS at its parent's resident size (fork copies
+# the memory map, exec keeps its high-water mark): spawned straight from this process, which
+# holds DuckDB, every run would report at least this process's few hundred MiB.
+MEASURE = r"""
+import json, os, subprocess, sys, time
+started = time.perf_counter()
+child = subprocess.Popen(sys.argv[2:])
+_, status, ru = os.wait4(child.pid, 0)
+ms = (time.perf_counter() - started) * 1000
+with open(sys.argv[1], "w") as f:
+    json.dump({"ms": ms, "code": os.waitstatus_to_exitcode(status),
+               "cpu_ms": (ru.ru_utime + ru.ru_stime) * 1000, "rss_mib": ru.ru_maxrss / 1024}, f)
+"""
+
+
 def timed(cmd, env=None, cwd=None):
-    started = time.perf_counter()
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd)
-    ms = (time.perf_counter() - started) * 1000
-    if p.returncode != 0:
+    """Runs `cmd` to its end; its wall ms and a `Finished` with its output and `Usage`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [Path(tmp) / n for n in ("usage.json", "stdout", "stderr")]
+        with open(files[1], "wb") as out, open(files[2], "wb") as err:
+            subprocess.run([sys.executable, "-c", MEASURE, files[0], *map(str, cmd)],
+                           stdout=out, stderr=err, env=env, cwd=cwd, check=True)
+        m = json.loads(files[0].read_text())
+        p = Finished(files[1].read_text(errors="replace"), files[2].read_text(errors="replace"),
+                     Usage(m["cpu_ms"], m["rss_mib"]))
+    if m["code"] != 0:
         raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{p.stderr[-3000:]}")
-    return ms, p
+    return m["ms"], p
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,7 +129,7 @@ def medallion_run(bin_, spec, engine):
         ms, p = timed([bin_, "run", spec, "--lake", Path(tmp) / "lake", "--engine", engine, "--json"])
         report = json.loads(p.stdout)
         gold = {t["table"]: t["rows_out"] for t in report["tables"] if t["layer"] == "gold"}
-        return ms, gold
+        return ms, gold, p.usage
 
 
 def duckdb_pipeline(spec_path):
@@ -96,7 +137,7 @@ def duckdb_pipeline(spec_path):
     spec = tomllib.loads(Path(spec_path).read_text())
     base = Path(spec_path).parent
     con = duck_connect(threads=os.cpu_count())
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     with tempfile.TemporaryDirectory() as out:
         for name, src in spec.get("bronze", {}).items():
             path = str(base / src["path"])
@@ -125,9 +166,10 @@ def duckdb_pipeline(spec_path):
         for (name,) in con.execute("SHOW TABLES").fetchall():
             con.execute(f"COPY {name} TO '{out}/{name}.parquet' (FORMAT parquet, COMPRESSION snappy)")
         gold = {n: con.execute(f"SELECT count(*) FROM {n}").fetchone()[0] for n in spec.get("gold", {})}
-    ms = (time.perf_counter() - started) * 1000
+    ms, cpu = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
     con.close()
-    return ms, gold
+    # In this process: its CPU clock covers DuckDB's threads; its peak memory is not one run's.
+    return ms, gold, Usage(cpu)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,21 +179,31 @@ def medallion_query(bin_, sql, table, extra, env=None):
     ms, p = timed([bin_, "query", sql, "--table", f"lineitem={table}", "--format", "json",
                    "--stats", *extra], env=env)
     stats = json.loads(p.stderr.strip().splitlines()[-1])
-    return stats["ms"], stats, ms
+    return stats["ms"], p.usage
 
 
 def duckdb_query(sql, table):
     con = duck_connect(threads=os.cpu_count())
     con.execute(f"CREATE VIEW lineitem AS SELECT * FROM read_parquet('{table}')")
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     con.execute(sql).fetchall()
-    ms = (time.perf_counter() - started) * 1000
+    ms, cpu = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
     con.close()
-    return ms
+    return ms, Usage(cpu)
 
 
 def median(xs):
     return statistics.median(xs)
+
+
+def summary(runs):
+    """(median wall ms, median CPU ms, peak RSS MiB) of (ms, Usage) runs; RSS None if unknown."""
+    rss = [u.rss_mib for _, u in runs if u.rss_mib is not None]
+    return median(r[0] for r in runs), median(u.cpu_ms for _, u in runs), max(rss) if rss else None
+
+
+def fmt_load(load):
+    return " ".join(f"{x:.2f}" for x in load)
 
 
 def interleaved(contenders, repeat):
@@ -188,22 +240,24 @@ def main():
     bin_ = medallion_bin(args)
     root = Path(args.data)
     root.mkdir(parents=True, exist_ok=True)
-    rows = []  # (workload, engine, median ms, note)
+    rows = []  # (workload, engine, median ms, median CPU ms, peak RSS MiB, note)
+    load_before = os.getloadavg()
 
     if "start" not in args.skip and "guest" in engines:
         with tempfile.TemporaryDirectory() as cache:
             env = {**os.environ, "MEDALLION_GUEST_CACHE": cache}
             ms, p = timed([bin_, "query", "SELECT 1 AS one", "--format", "json", "--stats"], env=env)
             cold = json.loads(p.stderr.strip().splitlines()[-1])
-            rows.append(("start", "guest, compile (empty cache)", cold["module_ms"], f"process {ms:.0f} ms"))
+            rows.append(("start", "guest, compile (empty cache)", cold["module_ms"], None, None,
+                         f"process {ms:.0f} ms"))
             warm = []
             for _ in range(args.repeat):
                 ms, p = timed([bin_, "query", "SELECT 1 AS one", "--format", "json", "--stats"], env=env)
                 warm.append((json.loads(p.stderr.strip().splitlines()[-1])["module_ms"], ms))
-            rows.append(("start", "guest, module cache", median(w[0] for w in warm),
+            rows.append(("start", "guest, module cache", median(w[0] for w in warm), None, None,
                          f"process {median(w[1] for w in warm):.0f} ms"))
         ms = median(timed([bin_, "query", "SELECT 1 AS one", "--engine", "native"])[0] for _ in range(args.repeat))
-        rows.append(("start", "native", ms, "process wall time"))
+        rows.append(("start", "native", ms, None, None, "process wall time"))
 
     if "retail" not in args.skip:
         d = retail_data(bin_, args.scale, root)
@@ -212,11 +266,12 @@ def main():
         contenders = {e: (lambda e=e: medallion_run(bin_, spec, e)) for e in engines}
         contenders["duckdb"] = lambda: duckdb_pipeline(spec)
         runs = interleaved(contenders, args.repeat)
-        results = {e: (median(r[0] for r in rs), rs[0][1]) for e, rs in runs.items()}
-        if len(engines) == 2 and results["guest"][1] != results["native"][1]:
-            log(f"WARNING: gold row counts differ: {results['guest'][1]} vs {results['native'][1]}")
-        for engine, (ms, gold) in results.items():
-            rows.append((f"retail scale {args.scale:g}", engine, ms, f"gold rows {sum(gold.values())}"))
+        gold = {e: rs[0][1] for e, rs in runs.items()}
+        if len(engines) == 2 and gold["guest"] != gold["native"]:
+            log(f"WARNING: gold row counts differ: {gold['guest']} vs {gold['native']}")
+        for engine, rs in runs.items():
+            rows.append((f"retail scale {args.scale:g}", engine, *summary([(r[0], r[2]) for r in rs]),
+                         f"gold rows {sum(gold[engine].values())}"))
 
     if "tpch" not in args.skip:
         table = str(lineitem_file(args.sf, root))
@@ -227,24 +282,33 @@ def main():
                                   ("native, 1 partition", ["--engine", "native", "--partitions", "1"]),
                                   ("native", ["--engine", "native"])):
                 if engine.split(",")[0] in engines:
-                    contenders[engine] = lambda extra=extra: medallion_query(bin_, sql, table, extra)[0]
+                    contenders[engine] = lambda extra=extra: medallion_query(bin_, sql, table, extra)
             contenders["duckdb"] = lambda: duckdb_query(sql, table)
             for run in contenders.values():
                 run()  # warm the page cache and the module cache
-            for engine, times in interleaved(contenders, args.repeat).items():
-                rows.append((f"TPC-H SF{args.sf:g} {q}", engine, median(times), ""))
+            for engine, runs in interleaved(contenders, args.repeat).items():
+                rows.append((f"TPC-H SF{args.sf:g} {q}", engine, *summary(runs), ""))
 
-    # Ratios within each workload: vs the guest's in-process twin, and vs DuckDB.
+    # Ratios within each workload: vs the guest's in-process twin, and vs DuckDB; wall time
+    # first, then CPU time.
     by = {}
-    for w, e, ms, _ in rows:
-        by.setdefault(w, {})[e] = ms
-    print(f"{'workload':<22} {'engine':<30} {'median ms':>10} {'÷ native':>9} {'÷ duckdb':>9}  note")
-    for w, e, ms, note in rows:
+    for w, e, ms, cpu, _, _ in rows:
+        by.setdefault(w, {})[e] = (ms, cpu)
+    print(f"{'workload':<22} {'engine':<22} {'median ms':>9} {'÷ native':>8} {'÷ duckdb':>8}"
+          f" {'CPU ms':>8} {'÷ native':>8} {'peak MiB':>8}  note")
+    for w, e, ms, cpu, rss, note in rows:
         native = by[w].get("native, 1 partition", by[w].get("native"))
         duck = by[w].get("duckdb")
-        r1 = f"{ms / native:.2f}x" if native and w != "start" else ""
-        r2 = f"{ms / duck:.2f}x" if duck else ""
-        print(f"{w:<22} {e:<30} {ms:>10.0f} {r1:>9} {r2:>9}  {note}")
+        ratio = lambda a, b: f"{a / b:.2f}x" if a is not None and b else ""  # noqa: E731
+        r1 = ratio(ms, native[0]) if native and w != "start" else ""
+        r2 = ratio(ms, duck[0]) if duck else ""
+        r3 = ratio(cpu, native[1]) if native and w != "start" else ""
+        cpu_s = f"{cpu:.0f}" if cpu is not None else ""
+        rss_s = f"{rss:.0f}" if rss is not None else ""
+        print(f"{w:<22} {e:<22} {ms:>9.0f} {r1:>8} {r2:>8} {cpu_s:>8} {r3:>8} {rss_s:>8}  {note}")
+    load_after = os.getloadavg()
+    print(f"load average (1, 5, 15 min): {fmt_load(load_before)} at the start, "
+          f"{fmt_load(load_after)} at the end; {os.cpu_count()} CPUs")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
