@@ -20,6 +20,8 @@
 // footer read). `ratio` = Medallion cold / DuckDB-WASM cold (target for
 // Q1 and Q6: <= 0.15). Medallion's start-up (fetch + compile + instantiate of its module) is also
 // measured in a page of its own, taken apart, and the module's raw and gzipped size is printed.
+// `peak_MiB`: the peak resident memory (VmHWM) of the renderer process of the run's page (a fresh
+// context gets its own; found through the browser's CDP `SystemInfo.getProcessInfo`).
 // `--cache-control 'max-age=300'` makes the server send that header instead of `no-store`: a
 // freshness lifetime, which Medallion's range cache honours (warm runs then ask nothing) and the
 // browser's HTTP cache may too (each cold run still starts in a fresh context, so empty).
@@ -232,6 +234,23 @@ async function takeIo(server) {
   };
 }
 
+/** Chromium's renderer processes now, by process id (from the browser's CDP session). */
+async function rendererPids(cdp) {
+  const { processInfo } = await cdp.send('SystemInfo.getProcessInfo');
+  return new Set(processInfo.filter((p) => p.type === 'renderer').map((p) => p.id));
+}
+
+/** The peak resident memory (MiB, `VmHWM`) of processes, summed; undefined if none is readable. */
+function peakRssMib(pids) {
+  let kb;
+  for (const pid of pids) {
+    const status = fs.readFileSync(`/proc/${pid}/status`, { encoding: 'utf8', flag: 'r' });
+    const m = /^VmHWM:\s+(\d+) kB/m.exec(status);
+    if (m) kb = (kb ?? 0) + Number(m[1]);
+  }
+  return kb === undefined ? undefined : kb / 1024;
+}
+
 /** A fresh context and page of `engine`, with page errors collected. */
 async function openPage(browser, server, engine) {
   const context = await browser.newContext();
@@ -245,14 +264,18 @@ async function openPage(browser, server, engine) {
 }
 
 /** One cold + warm measurement of `queryId` on `engine`, in a fresh browser context. */
-async function measure(browser, server, engine, queryId, data, timeoutMs, createOptions) {
+async function measure(browser, cdp, server, engine, queryId, data, timeoutMs, createOptions) {
   // DuckDB-WASM reads the file it registered as 'lineitem.parquet'; Medallion the table 'lineitem'.
   const sql = engine === 'duckdb-wasm'
     ? QUERIES[queryId].replace('FROM lineitem', "FROM read_parquet('lineitem.parquet') AS lineitem")
     : QUERIES[queryId];
   const tables = { lineitem: `${server.base}${data.urlPath}` };
   const row = { engine, query: queryId };
+  const before = await rendererPids(cdp);
   const { context, page, pageErrors } = await openPage(browser, server, engine);
+  // A fresh context gets its own renderer process (DuckDB-WASM's worker runs inside it too):
+  // its high-water mark at the end is the page's peak memory, Chromium's own share included.
+  const renderers = [...await rendererPids(cdp)].filter((pid) => !before.has(pid));
   try {
     const init = await withTimeout(page.evaluate((o) => window.bench.init(o), createOptions), 120000, `${engine} init`);
     Object.assign(row, { init_ms: init.initMs, version: init.version });
@@ -277,6 +300,11 @@ async function measure(browser, server, engine, queryId, data, timeoutMs, create
     await server.stats(true).catch(() => {});
   } finally {
     if (pageErrors.length) row.page_errors = pageErrors.slice(0, 10);
+    try {
+      row.peak_rss_mib = peakRssMib(renderers);
+    } catch {
+      // The renderer exited (a crashed page): its error is in the row already.
+    }
     await context.close().catch(() => {});
   }
   return row;
@@ -308,7 +336,7 @@ const median = (xs) => {
 function combine(runs) {
   const first = runs[0];
   const row = { engine: first.engine, query: first.query, version: runs.find((r) => r.version)?.version, runs: runs.length };
-  for (const k of ['init_ms', 'import_ms', 'create_ms', 'register_ms', 'cold_ms', 'warm_ms', 'rows', 'check']) {
+  for (const k of ['init_ms', 'import_ms', 'create_ms', 'register_ms', 'cold_ms', 'warm_ms', 'rows', 'check', 'peak_rss_mib']) {
     const m = median(runs.map((r) => r[k]));
     if (m !== undefined) row[k] = m;
   }
@@ -333,6 +361,7 @@ function renderTable(rows) {
     ['init_ms', (r) => fmtMs(r.init_ms)], ['cold_ms', (r) => fmtMs(r.cold_ms)], ['warm_ms', (r) => fmtMs(r.warm_ms)],
     ['rows', (r) => r.rows ?? ''], ['requests', (r) => r.cold_io?.requests ?? ''], ['MB', (r) => fmtMB(r.cold_io?.bytes)],
     ['w_req', (r) => r.warm_io?.requests ?? ''], ['w_MB', (r) => fmtMB(r.warm_io?.bytes)],
+    ['peak_MiB', (r) => (r.peak_rss_mib == null ? '' : r.peak_rss_mib.toFixed(0))],
     ['ok', (r) => (r.ok === undefined ? '' : r.ok ? 'y' : 'NO')],
     ['ratio', (r) => (r.ratio === undefined ? '' : `${r.ratio.toFixed(3)}x`)],
     ['note', (r) => (r.error ? `ERROR ${r.error}` : '')],
@@ -369,6 +398,7 @@ async function main() {
   versions.duckdb_native = native.duckdb;
 
   const browser = await launchChromium();
+  const cdp = await browser.newBrowserCDPSession();
   versions.chromium = browser.version();
   log(`browser bench: sf${opts.sf}, latencies ${opts.latencies.join(',')} ms, engines ${opts.engines.join(',')}, queries ${opts.queries.join(',')}, repeat ${opts.repeat}, Chromium ${versions.chromium}`);
   const results = [];
@@ -390,7 +420,7 @@ async function main() {
           for (const queryId of opts.queries) {
             const runs = [];
             for (let i = 0; i < opts.repeat; i++) {
-              const r = await measure(browser, server, engine, queryId, data, opts.timeoutMs, opts.medallionOptions);
+              const r = await measure(browser, cdp, server, engine, queryId, data, opts.timeoutMs, opts.medallionOptions);
               runs.push(r);
               log(`  ${latency}ms ${engine} ${queryId}: ${r.error ? `ERROR ${r.error}` : `init ${fmtMs(r.init_ms)} ms, cold ${fmtMs(r.cold_ms)} ms, warm ${fmtMs(r.warm_ms)} ms, ${r.cold_io.requests} req, ${fmtMB(r.cold_io.bytes)} MB`}` +
                 (r.cold_overlap ? ` (cold: at most ${r.cold_overlap.peakInFlight} in flight, network busy ${fmtMs(r.cold_overlap.networkBusyMs)} ms)` : ''));
@@ -429,7 +459,8 @@ async function main() {
 
   console.log(`\nTPC-H SF${opts.sf} lineitem over HTTP (${(data.size / 1e6).toFixed(1)} MB), headless Chromium ${versions.chromium}, ` +
     `fresh context per engine x query${opts.repeat > 1 ? `, medians of ${opts.repeat}` : ''}; cold = register + query, ` +
-    'requests/MB = cold run (server-side); ratio = medallion cold / duckdb-wasm cold\n');
+    'requests/MB = cold run (server-side); peak_MiB = the page\'s renderer process at its peak (VmHWM, Chromium\'s own share included); ' +
+    'ratio = medallion cold / duckdb-wasm cold\n');
   if (Object.keys(opts.medallionOptions).length) console.log(`Medallion.create(${JSON.stringify(opts.medallionOptions)})\n`);
   console.log(renderTable(results));
   if (targets.length) {
