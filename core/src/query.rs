@@ -581,6 +581,54 @@ pub enum TableKind {
     Parquet,
 }
 
+/// What a table location names (see [`locate`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationKind {
+    Delta,
+    ParquetFile,
+    ParquetGlob,
+}
+
+/// A table location taken apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Located<'a> {
+    /// The path, without `delta:`, a time-travel suffix or a trailing `/`.
+    pub location: &'a str,
+    /// The version asked for: `at` if given, else the location's suffix.
+    pub at: At,
+    pub kind: LocationKind,
+}
+
+/// Reads a table location as every runtime registers it: a Delta table (`delta:` prefix, or a
+/// folder with `_delta_log/`, with an optional time-travel suffix), a Parquet file, or a glob
+/// of them. Only a location that could be a Delta table's folder is probed for a log; asking a
+/// Parquet location for a version is an error naming it.
+pub async fn locate<'a>(storage: &dyn Storage, location: &'a str, at: At) -> Result<Located<'a>> {
+    let (forced_delta, location) = match location.strip_prefix("delta:") {
+        Some(rest) => (true, rest),
+        None => (false, location),
+    };
+    let (location, suffix_at) = split_time_travel(location)?;
+    let at = if at == At::Latest { suffix_at } else { at };
+    let location = location.trim_end_matches('/');
+    let kind = if crate::storage::wildcard_at(location).is_some() {
+        LocationKind::ParquetGlob
+    } else if forced_delta
+        || (!crate::storage::names_one_file(location)
+            && delta::is_delta_table(storage, location).await?)
+    {
+        LocationKind::Delta
+    } else {
+        LocationKind::ParquetFile
+    };
+    if kind != LocationKind::Delta && at != At::Latest {
+        return Err(Error::Spec(format!(
+            "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
+        )));
+    }
+    Ok(Located { location, at, kind })
+}
+
 /// Splits a time-travel suffix off a table location: `PATH@12` (version 12) or
 /// `PATH@2026-11-30T12:00:00Z` (the version current at that time, RFC 3339). A location
 /// without one is the latest version.
@@ -627,27 +675,11 @@ pub async fn register_location_at(
     location: &str,
     at: At,
 ) -> Result<TableKind> {
-    let (forced_delta, location) = match location.strip_prefix("delta:") {
-        Some(rest) => (true, rest),
-        None => (false, location),
-    };
-    let (location, suffix_at) = split_time_travel(location)?;
-    let at = if at == At::Latest { suffix_at } else { at };
-    let location = location.trim_end_matches('/');
-    let is_glob = crate::storage::wildcard_at(location).is_some();
-    let is_delta = !is_glob
-        && (forced_delta
-            || (!crate::storage::names_one_file(location)
-                && delta::is_delta_table(storage.as_ref(), location).await?));
-    if !is_delta && at != At::Latest {
-        return Err(Error::Spec(format!(
-            "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
-        )));
-    }
-    let (provider, kind) = if is_delta {
+    let Located { location, at, kind } = locate(storage.as_ref(), location, at).await?;
+    let (provider, kind) = if kind == LocationKind::Delta {
         let snapshot = Snapshot::load_at(storage.as_ref(), location, at).await?;
         (delta_table(ctx, storage, &snapshot)?, TableKind::Delta)
-    } else if !is_glob {
+    } else if kind == LocationKind::ParquetFile {
         // One file: its footer read (a suffix read) also tells its size, so no HEAD.
         let reading = reading_of(ctx.state().config());
         let (metadata, meta) = load_metadata(storage, location, None, &reading).await?;

@@ -26,11 +26,11 @@ use medallion_core::datafusion::physical_plan::{
     execute_stream, ExecutionPlan, SendableRecordBatchStream,
 };
 use medallion_core::datafusion::prelude::{cast, DataFrame, Expr, SessionContext};
-use medallion_core::delta::{self, At, LiveFile, Snapshot};
+use medallion_core::delta::{At, LiveFile, Snapshot};
 use medallion_core::error::{Error, Result};
 use medallion_core::pipeline::SqlEngine;
 use medallion_core::query::{self, EngineOptions, TableKind};
-use medallion_core::storage::{self, Storage};
+use medallion_core::storage::Storage;
 
 use super::stores::LakeStores;
 use super::tables::file_list_table;
@@ -98,18 +98,9 @@ impl ClusterSession {
     /// a Delta table (`delta:` prefix, or a folder with `_delta_log/`, with an optional
     /// time-travel suffix), a Parquet file, or a glob of them.
     pub async fn register_location(&self, name: &str, location: &str) -> Result<TableKind> {
-        let (forced_delta, location) = match location.strip_prefix("delta:") {
-            Some(rest) => (true, rest),
-            None => (false, location),
-        };
-        let (location, at) = query::split_time_travel(location)?;
-        let location = location.trim_end_matches('/');
-        let is_glob = storage::wildcard_at(location).is_some();
-        let is_delta = !is_glob
-            && (forced_delta
-                || (!storage::names_one_file(location)
-                    && delta::is_delta_table(self.storage.as_ref(), location).await?));
-        if is_delta {
+        let query::Located { location, at, kind } =
+            query::locate(self.storage.as_ref(), location, At::Latest).await?;
+        if kind == query::LocationKind::Delta {
             let snapshot = Snapshot::load_at(self.storage.as_ref(), location, at).await?;
             self.register_files(
                 name,
@@ -118,11 +109,6 @@ impl ClusterSession {
                 &snapshot.live_files(),
             )?;
             return Ok(TableKind::Delta);
-        }
-        if at != At::Latest {
-            return Err(Error::Spec(format!(
-                "{location}: time travel ({at}) needs a Delta table, and this is Parquet"
-            )));
         }
         // Parquet files and globs: listed and their schema read here, by DataFusion, through
         // the same stores the executors use.
