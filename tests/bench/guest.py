@@ -99,8 +99,11 @@ def timed(cmd, env=None, cwd=None):
     with tempfile.TemporaryDirectory() as tmp:
         files = [Path(tmp) / n for n in ("usage.json", "stdout", "stderr")]
         with open(files[1], "wb") as out, open(files[2], "wb") as err:
-            subprocess.run([sys.executable, "-c", MEASURE, files[0], *map(str, cmd)],
-                           stdout=out, stderr=err, env=env, cwd=cwd, check=True)
+            launcher = subprocess.run([sys.executable, "-c", MEASURE, files[0], *map(str, cmd)],
+                                      stdout=out, stderr=err, env=env, cwd=cwd)
+        if launcher.returncode != 0 or not files[0].exists():
+            raise RuntimeError(f"{' '.join(map(str, cmd))} could not be run:\n"
+                               f"{files[2].read_text(errors='replace')[-3000:]}")
         m = json.loads(files[0].read_text())
         p = Finished(files[1].read_text(errors="replace"), files[2].read_text(errors="replace"),
                      Usage(m["cpu_ms"], m["rss_mib"]))
