@@ -204,6 +204,7 @@ async fn a_path_outside_the_grants_is_refused() {
             "SELECT * FROM t",
             &table,
             EngineOptions::default(),
+            2,
         )
         .map(|_| ())
     })

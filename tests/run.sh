@@ -79,6 +79,9 @@ step "Retail pipeline against an independent implementation: DuckDB from the sam
 step "Ballista cluster: a scheduler and two executors (medallion cluster …) run the retail pipeline and TPC-H Q1/Q6 like a local run; an executor killed mid-run leaves the lake consistent"
 "$VENV/bin/python" tests/cluster.py "$bin"
 
+step "Sandboxed queries in parts: a query's scans split across guest instances (--instances 1-3) answer DuckDB's rows, read the file once, fail once"
+"$VENV/bin/python" tests/guest_parts.py "$bin"
+
 step "Bounded memory: sources twice --memory-limit, natively and in the guest, equal to an unlimited run; peak RSS flat as the sources triple; one file larger than the limit read in parts, equal to DuckDB; a guest too small fails naming the table"
 "$VENV/bin/python" tests/memory.py "$bin"
 

@@ -18,6 +18,7 @@
 //! - [`delta`]: the subset of the Delta Lake protocol Medallion reads and writes.
 //! - [`pipeline`]: one run of a spec against a lake, returning a [`report::RunReport`].
 //! - [`query`]: ad-hoc SQL over Parquet files and Delta tables.
+//! - [`query_parts`]: one query split across instances that share nothing (wasm guests).
 //! - [`inspect`]: what is inside a Parquet file, read from its footer.
 
 // Storage handles are shared with `Arc` on every target so one code path serves all; on
@@ -44,6 +45,7 @@ mod parquet_footer;
 pub mod pipeline;
 pub mod quality;
 pub mod query;
+pub mod query_parts;
 pub mod report;
 pub mod source;
 pub mod spec;

@@ -10,11 +10,14 @@ the contenders of a workload run in interleaved rounds, so drifting load hits th
            silver SQL + `drop`/`fail` expectations as filters + dedupe as QUALIFY
            row_number(), gold SQL, every table written to Parquet). Wall time of the whole
            process.
-  q1, q6   TPC-H Q1 and Q6 over a local SF1 lineitem.parquet: `medallion query --engine guest`
-           (one instance, one partition), `--engine native --partitions 1` (the same work
-           in-process: the fair guest/native ratio), `--engine native` (all cores), and DuckDB
-           (all cores). Time is what `--stats` reports (registration + query, in the process),
-           DuckDB's is execute + fetch on a fresh connection.
+  q1, q6   TPC-H Q1 and Q6 over a local SF1 lineitem.parquet: `medallion query --engine guest
+           --instances 1` (one instance, one partition) against `--engine native --partitions
+           1` (the same work in-process: the per-core guest/native ratio); `--engine guest`
+           (the query's scans split into one instance per core, finished in one more) against
+           `--engine native` (all cores); and DuckDB (all cores). Each guest row's ratio is to
+           the native row of the same parallelism. Time is what `--stats` reports
+           (registration + query, in the process), DuckDB's is execute + fetch on a fresh
+           connection.
   start    the guest module: compiled from the .wasm (an empty module cache) vs loaded from the
            cache, as `--stats` reports it, and the wall time of `medallion query "SELECT 1"`.
 Beside each time: the median CPU time of a run (user + system, every thread; DuckDB's from this
@@ -281,8 +284,9 @@ def main():
         for q in ("q1", "q6"):
             sql = QUERIES[q]
             contenders = {}
-            for engine, extra in (("guest", ["--engine", "guest"]),
+            for engine, extra in (("guest, 1 instance", ["--engine", "guest", "--instances", "1"]),
                                   ("native, 1 partition", ["--engine", "native", "--partitions", "1"]),
+                                  ("guest", ["--engine", "guest"]),
                                   ("native", ["--engine", "native"])):
                 if engine.split(",")[0] in engines:
                     contenders[engine] = lambda extra=extra: medallion_query(bin_, sql, table, extra)
@@ -300,7 +304,9 @@ def main():
     print(f"{'workload':<22} {'engine':<22} {'median ms':>9} {'÷ native':>8} {'÷ duckdb':>8}"
           f" {'CPU ms':>8} {'÷ native':>8} {'peak MiB':>8}  note")
     for w, e, ms, cpu, rss, note in rows:
-        native = by[w].get("native, 1 partition", by[w].get("native"))
+        # Each engine against native at the same parallelism: one core, or all of them.
+        one = e.endswith("1 instance") or e.endswith("1 partition")
+        native = by[w].get("native, 1 partition" if one else "native")
         duck = by[w].get("duckdb")
         ratio = lambda a, b: f"{a / b:.2f}x" if a is not None and b else ""  # noqa: E731
         r1 = ratio(ms, native[0]) if native and w != "start" else ""

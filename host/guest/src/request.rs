@@ -1,12 +1,17 @@
-//! What the host asks of the guest, and the answers. Requests are JSON; an answer is one
-//! line of JSON (`{"ok": …}` or `{"error": "…"}`), followed for a query by its result as an
-//! Arrow IPC stream.
+//! What the host asks of the guest, and the answers. A request is JSON, followed for
+//! `query_finish` by a newline and the parts' results; an answer is one line of JSON
+//! (`{"ok": …}` or `{"error": "…"}`), followed for a query by its result as Arrow IPC.
 
 use std::sync::Arc;
 
+use medallion_core::arrow::array::RecordBatch;
+use medallion_core::arrow::datatypes::SchemaRef;
+use medallion_core::arrow::ipc::reader::StreamReader;
 use medallion_core::arrow::ipc::writer::StreamWriter;
+use medallion_core::datafusion::prelude::SessionContext;
 use medallion_core::pipeline::{self, Progress, RunOptions, TableState};
 use medallion_core::query::{collect_sql, new_context, register_location, EngineOptions};
+use medallion_core::query_parts::{self, QueryParts};
 use medallion_core::spec::PipelineSpec;
 use medallion_core::storage::{CountingStorage, Storage};
 use serde::Deserialize;
@@ -35,6 +40,31 @@ enum Request {
         #[serde(default)]
         engine: EngineOptions,
     },
+    /// Part `part` of `sql` split into `parts` instances (`medallion_core::query_parts`).
+    /// Answers `{"fingerprint", "lengths", "io"}` and one Arrow IPC stream per cut, of those
+    /// lengths. A query that does not split has `"fingerprint": null`; part 0 then answers
+    /// the whole query, as `query` does.
+    QueryPart {
+        sql: String,
+        tables: Vec<QueryTable>,
+        #[serde(default)]
+        engine: EngineOptions,
+        parts: usize,
+        part: usize,
+    },
+    /// The rest of `sql` over the parts' results, which follow the request: for each cut,
+    /// for each part, an Arrow IPC stream of `lengths[cut][part]` bytes. Answers as `query`
+    /// does, or `{"changed": true}` if this instance's plan is not the parts'
+    /// (`fingerprint`): a table changed in between.
+    QueryFinish {
+        sql: String,
+        tables: Vec<QueryTable>,
+        #[serde(default)]
+        engine: EngineOptions,
+        parts: usize,
+        fingerprint: String,
+        lengths: Vec<Vec<usize>>,
+    },
 }
 
 /// A table of a query: a Parquet file or glob, or a Delta table (prefix `delta:`).
@@ -46,9 +76,35 @@ struct QueryTable {
 
 /// Handles one request; never fails (errors are answers too).
 pub fn handle(request: &[u8]) -> Vec<u8> {
+    // JSON as serde_json writes it holds no raw newline: the first one ends the request.
+    let (request, payload) = match request.iter().position(|&b| b == b'\n') {
+        Some(i) => (&request[..i], &request[i + 1..]),
+        None => (request, &[][..]),
+    };
     let request: Request = match serde_json::from_slice(request) {
         Ok(r) => r,
         Err(e) => return error(format!("the request is not valid: {e}")),
+    };
+    let request = match request {
+        Request::QueryFinish {
+            sql,
+            tables,
+            engine,
+            parts,
+            fingerprint,
+            lengths,
+        } => {
+            return query_finish(
+                &sql,
+                &tables,
+                engine,
+                parts,
+                &fingerprint,
+                &lengths,
+                payload,
+            )
+        }
+        other => other,
     };
     futures::executor::block_on(async {
         match request {
@@ -62,7 +118,15 @@ pub fn handle(request: &[u8]) -> Vec<u8> {
                 sql,
                 tables,
                 engine,
-            } => query(&sql, &tables, engine).await,
+            } => query(&sql, &tables, engine, counting_storage()).await,
+            Request::QueryPart {
+                sql,
+                tables,
+                engine,
+                parts,
+                part,
+            } => query_part(&sql, &tables, engine, parts, part).await,
+            Request::QueryFinish { .. } => error("query_finish runs on its own runtime".into()),
         }
     })
 }
@@ -129,33 +193,197 @@ fn report_progress(event: Progress) {
     unsafe { abi::progress(bytes.as_ptr(), bytes.len() as u32) };
 }
 
-async fn query(sql: &str, tables: &[QueryTable], engine: EngineOptions) -> Vec<u8> {
-    let counting = Arc::new(CountingStorage::new(Arc::new(HostStorage)));
-    let io = counting.stats();
-    let storage: Arc<dyn Storage> = counting;
-    let ctx = new_context(engine);
+/// Registers the query's tables in `ctx`, counting what is read through `counting`.
+async fn register(
+    ctx: &SessionContext,
+    counting: &Arc<CountingStorage>,
+    tables: &[QueryTable],
+) -> Result<(), Vec<u8>> {
+    let storage: Arc<dyn Storage> = counting.clone();
     for t in tables {
-        if let Err(e) = register_location(&ctx, &storage, &t.name, &t.location).await {
-            return error(format!("table `{}` ({}): {e}", t.name, t.location));
+        if let Err(e) = register_location(ctx, &storage, &t.name, &t.location).await {
+            return Err(error(format!("table `{}` ({}): {e}", t.name, t.location)));
         }
     }
-    let (schema, batches) = match collect_sql(&ctx, "query", sql).await {
-        Ok(r) => r,
-        Err(e) => return error(e.to_string()),
-    };
+    Ok(())
+}
+
+fn counting_storage() -> Arc<CountingStorage> {
+    Arc::new(CountingStorage::new(Arc::new(HostStorage)))
+}
+
+/// The whole query in this instance; `counting` counts its reads (and any made before).
+async fn query(
+    sql: &str,
+    tables: &[QueryTable],
+    engine: EngineOptions,
+    counting: Arc<CountingStorage>,
+) -> Vec<u8> {
+    let ctx = new_context(engine);
+    if let Err(answer) = register(&ctx, &counting, tables).await {
+        return answer;
+    }
+    match collect_sql(&ctx, "query", sql).await {
+        Ok((schema, batches)) => rows_answer(&schema, batches, &counting),
+        Err(e) => error(e.to_string()),
+    }
+}
+
+/// A query's answer: its row count and I/O, then its rows as an Arrow IPC stream.
+fn rows_answer(
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+    counting: &CountingStorage,
+) -> Vec<u8> {
     let rows: usize = batches.iter().map(|b| b.num_rows()).sum();
-    let mut ipc = Vec::new();
-    let written = StreamWriter::try_new(&mut ipc, &schema).and_then(|mut w| {
-        for b in &batches {
-            w.write(b)?;
-        }
-        w.finish()
-    });
-    if let Err(e) = written {
-        return error(format!("encoding the result as Arrow IPC: {e}"));
-    }
+    let ipc = match ipc_stream(schema, &batches) {
+        Ok(ipc) => ipc,
+        Err(e) => return error(e),
+    };
     drop(batches);
-    let mut out = line(&json!({ "ok": { "rows": rows, "io": io.counts() } }));
+    let mut out = line(&json!({ "ok": { "rows": rows, "io": counting.stats().counts() } }));
     out.extend_from_slice(&ipc);
     out
+}
+
+fn ipc_stream(schema: &SchemaRef, batches: &[RecordBatch]) -> Result<Vec<u8>, String> {
+    let mut ipc = Vec::new();
+    StreamWriter::try_new(&mut ipc, schema)
+        .and_then(|mut w| {
+            for b in batches {
+                w.write(b)?;
+            }
+            w.finish()
+        })
+        .map_err(|e| format!("encoding the result as Arrow IPC: {e}"))?;
+    Ok(ipc)
+}
+
+async fn query_part(
+    sql: &str,
+    tables: &[QueryTable],
+    engine: EngineOptions,
+    parts: usize,
+    part: usize,
+) -> Vec<u8> {
+    let counting = counting_storage();
+    let ctx = query_parts::context(engine, parts);
+    if let Err(answer) = register(&ctx, &counting, tables).await {
+        return answer;
+    }
+    let split = match QueryParts::plan(&ctx, sql).await {
+        Ok(split) => split,
+        Err(e) => return error(e.to_string()),
+    };
+    let Some(split) = split else {
+        if part == 0 {
+            return query(sql, tables, engine, counting).await;
+        }
+        let io = counting.stats().counts();
+        return line(&json!({ "ok": { "fingerprint": null, "io": io } }));
+    };
+    // Before running: running tightens dynamic filters, which show in the plan.
+    let fingerprint = split.fingerprint();
+    let outputs = match split.run_part(&ctx, part).await {
+        Ok(o) => o,
+        Err(e) => return error(e.to_string()),
+    };
+    let mut lengths = Vec::with_capacity(outputs.len());
+    let mut streams = Vec::new();
+    for (schema, batches) in split.schemas().iter().zip(&outputs) {
+        match ipc_stream(schema, batches) {
+            Ok(ipc) => {
+                lengths.push(ipc.len());
+                streams.extend_from_slice(&ipc);
+            }
+            Err(e) => return error(e),
+        }
+    }
+    drop(outputs);
+    let io = counting.stats().counts();
+    let mut out = line(&json!({ "ok": {
+        "fingerprint": fingerprint, "lengths": lengths, "io": io } }));
+    out.extend_from_slice(&streams);
+    out
+}
+
+fn query_finish(
+    sql: &str,
+    tables: &[QueryTable],
+    engine: EngineOptions,
+    parts: usize,
+    fingerprint: &str,
+    lengths: &[Vec<usize>],
+    payload: &[u8],
+) -> Vec<u8> {
+    // DataFusion merges partitions in tokio tasks; one thread runs them all here.
+    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(r) => r,
+        Err(e) => return error(format!("starting the query's task runtime: {e}")),
+    };
+    runtime.block_on(async {
+        let counting = counting_storage();
+        let ctx = query_parts::context(engine, parts);
+        if let Err(answer) = register(&ctx, &counting, tables).await {
+            return answer;
+        }
+        let split = match QueryParts::plan(&ctx, sql).await {
+            Ok(Some(split)) if split.fingerprint() == fingerprint => split,
+            Ok(_) => {
+                let io = counting.stats().counts();
+                return line(&json!({ "ok": { "changed": true, "io": io } }));
+            }
+            Err(e) => return error(e.to_string()),
+        };
+        let outputs = match read_outputs(&split, lengths, payload) {
+            Ok(o) => o,
+            Err(e) => return error(e),
+        };
+        match split.finish(&ctx, outputs).await {
+            Ok((schema, batches)) => rows_answer(&schema, batches, &counting),
+            Err(e) => error(e.to_string()),
+        }
+    })
+}
+
+/// The parts' results in `payload`: `outputs[cut][part]`, each an Arrow IPC stream.
+fn read_outputs(
+    split: &QueryParts,
+    lengths: &[Vec<usize>],
+    payload: &[u8],
+) -> Result<Vec<Vec<Vec<RecordBatch>>>, String> {
+    let schemas = split.schemas();
+    if lengths.len() != schemas.len() || lengths.iter().any(|l| l.len() != split.parts()) {
+        return Err(format!(
+            "the parts' results do not match the plan: {} cuts of {} parts expected",
+            schemas.len(),
+            split.parts()
+        ));
+    }
+    let mut at = 0;
+    let mut outputs = Vec::with_capacity(schemas.len());
+    for (cut, cut_lengths) in lengths.iter().enumerate() {
+        let mut parts = Vec::with_capacity(cut_lengths.len());
+        for (part, &len) in cut_lengths.iter().enumerate() {
+            let bad = |e: String| {
+                format!(
+                    "the result of part {part} (cut {cut}, bytes {at}..{}): {e}",
+                    at + len
+                )
+            };
+            let bytes = payload
+                .get(at..at + len)
+                .ok_or_else(|| bad(format!("only {} bytes were sent", payload.len())))?;
+            let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
+                .map_err(|e| bad(e.to_string()))?;
+            parts.push(
+                reader
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| bad(e.to_string()))?,
+            );
+            at += len;
+        }
+        outputs.push(parts);
+    }
+    Ok(outputs)
 }

@@ -491,7 +491,9 @@ struct GuestArgs {
     /// Guest: stop the job after this many seconds (fractions allowed); no limit if absent.
     #[arg(long, value_name = "SECONDS")]
     timeout: Option<f64>,
-    /// Guest: tables built at once, each in its own instance. Default: the number of CPU cores.
+    /// Guest: instances at once. A run builds that many tables in parallel, each in its own
+    /// instance; a query splits its scans into that many parts, each in its own instance, and
+    /// finishes in one more (1: the whole query in one). Default: the number of CPU cores.
     #[arg(long, value_name = "N")]
     instances: Option<usize>,
 }

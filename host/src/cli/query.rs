@@ -165,15 +165,16 @@ async fn query_in_guest(
     };
     let sql = q.sql.to_string();
     let engine = guest.engine_options(engine);
+    let instances = guest.instances();
     let (result, load) = tokio::task::spawn_blocking(move || {
         let module = super::load_guest(&ctx.limits)?;
-        let result = guest::job::run_query(&module, &ctx, &sql, &tables, engine)?;
+        let result = guest::job::run_query(&module, &ctx, &sql, &tables, engine, instances)?;
         anyhow::Ok((result, module.load))
     })
     .await??;
     print_batches(&result.batches, q.format, q.max_rows)?;
     if q.stats {
-        print_stats(result.io, started, q.format, Some(&load));
+        print_stats(result.io, started, q.format, Some((&load, result.parts)));
     }
     Ok(())
 }
@@ -183,24 +184,29 @@ fn print_stats(
     c: IoCounts,
     started: std::time::Instant,
     format: Format,
-    module: Option<&guest::LoadInfo>,
+    guest: Option<(&guest::LoadInfo, usize)>,
 ) {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     let requests = c.read_requests + c.list_requests;
     if format == Format::Json {
         let mut j = serde_json::json!({ "requests": requests, "reads": c.read_requests,
             "listings": c.list_requests, "bytes": c.bytes_read, "ms": ms });
-        if let Some(load) = module {
+        if let Some((load, parts)) = guest {
             j["module_ms"] = load.ms.into();
             j["module"] = if load.cached { "cached" } else { "compiled" }.into();
+            j["parts"] = parts.into();
         }
         eprintln!("{j}");
         return;
     }
-    let module = module
-        .map(|load| {
+    let module = guest
+        .map(|(load, parts)| {
             let how = if load.cached { "cached" } else { "compiled" };
-            format!(" (guest module {how} in {:.0} ms)", load.ms)
+            let split = match parts {
+                1 => String::new(),
+                n => format!("; in {n} parts, each its own instance, and one more to finish"),
+            };
+            format!(" (guest module {how} in {:.0} ms{split})", load.ms)
         })
         .unwrap_or_default();
     eprintln!(

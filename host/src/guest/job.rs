@@ -327,29 +327,165 @@ pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Vec<RecordBatch>,
     pub io: IoCounts,
+    /// The parts it ran in, each its own instance (1: whole, in one instance).
+    pub parts: usize,
 }
 
-/// Runs `sql` over `tables` (name, location; `delta:` for Delta tables) in one instance.
+/// Runs `sql` over `tables` (name, location; `delta:` for Delta tables). With `instances`
+/// above 1 the query is split into that many parts, each in its own instance at once, and
+/// finished in one more (`medallion_core::query_parts`), when its plan has scans to split;
+/// otherwise it runs in one instance.
 pub fn run_query(
     guest: &Guest,
     ctx: &Context,
     sql: &str,
     tables: &[(String, String)],
     engine: medallion_core::query::EngineOptions,
+    instances: usize,
 ) -> Result<QueryResult, GuestError> {
     let tables: Vec<_> = tables
         .iter()
         .map(|(name, location)| json!({ "name": name, "location": location }))
         .collect();
+    let mut io = IoCounts::default();
+    if instances > 1 {
+        if let Some(result) = query_in_parts(guest, ctx, sql, &tables, engine, instances, &mut io)?
+        {
+            return Ok(result);
+        }
+        // A table changed between the parts' plannings: the query runs whole.
+    }
     let request = json!({ "op": "query", "sql": sql, "tables": tables, "engine": engine });
     let what = "running the query";
     let (header, body) = guest.call(ctx, what, request.to_string().as_bytes())?;
+    query_result(what, &header, body, io)
+}
+
+/// The query split into `parts` instances; `None` if their plans disagree (a table changed
+/// in between). `io` gathers what every instance read.
+fn query_in_parts(
+    guest: &Guest,
+    ctx: &Context,
+    sql: &str,
+    tables: &[serde_json::Value],
+    engine: medallion_core::query::EngineOptions,
+    parts: usize,
+    io: &mut IoCounts,
+) -> Result<Option<QueryResult>, GuestError> {
+    let answers: Vec<Result<(serde_json::Value, Vec<u8>), GuestError>> =
+        std::thread::scope(|scope| {
+            let running: Vec<_> = (0..parts)
+                .map(|part| {
+                    let request = json!({ "op": "query_part", "sql": sql, "tables": tables,
+                        "engine": engine, "parts": parts, "part": part });
+                    scope.spawn(move || {
+                        let what = format!("running part {part} of {parts} of the query");
+                        guest.call(ctx, &what, request.to_string().as_bytes())
+                    })
+                })
+                .collect();
+            running
+                .into_iter()
+                .enumerate()
+                .map(|(part, r)| {
+                    r.join().unwrap_or_else(|_| {
+                        Err(GuestError::Failed {
+                            what: format!("running part {part} of {parts} of the query"),
+                            message: "it panicked".into(),
+                        })
+                    })
+                })
+                .collect()
+        });
+    let answers = answers.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let bad = |message: String| GuestError::Failed {
+        what: "running the query in parts".into(),
+        message,
+    };
+    let mut lengths: Vec<Vec<usize>> = Vec::with_capacity(parts);
+    for (part, (header, _)) in answers.iter().enumerate() {
+        *io = *io + io_of(&header["ok"]["io"]).map_err(bad)?;
+        let part_lengths = match header["ok"].get("lengths") {
+            Some(l) => serde_json::from_value(l.clone()).map_err(|e| {
+                bad(format!(
+                    "part {part} answered lengths that are not valid: {e}"
+                ))
+            })?,
+            None => Vec::new(),
+        };
+        lengths.push(part_lengths);
+    }
+    let (first, first_body) = &answers[0];
+    if first["ok"].get("rows").is_some() {
+        // No scans to split: part 0 answered the whole query.
+        let others = *io - io_of(&first["ok"]["io"]).map_err(bad)?;
+        return query_result("running the query", first, first_body.clone(), others).map(Some);
+    }
+    let fingerprint = first["ok"]["fingerprint"].clone();
+    if !fingerprint.is_string()
+        || answers
+            .iter()
+            .any(|(h, _)| h["ok"]["fingerprint"] != fingerprint)
+    {
+        return Ok(None);
+    }
+    // The parts' results, cut by cut, each cut's part by part.
+    let cuts = lengths[0].len();
+    if lengths.iter().any(|l| l.len() != cuts) {
+        return Ok(None);
+    }
+    let mut finish_lengths = vec![Vec::with_capacity(parts); cuts];
+    let mut payload = Vec::new();
+    for cut in 0..cuts {
+        for (part, (_, body)) in answers.iter().enumerate() {
+            let at: usize = lengths[part][..cut].iter().sum();
+            let len = lengths[part][cut];
+            let bytes = body.get(at..at + len).ok_or_else(|| {
+                bad(format!(
+                    "part {part} answered {} bytes, fewer than its lengths say",
+                    body.len()
+                ))
+            })?;
+            payload.extend_from_slice(bytes);
+            finish_lengths[cut].push(len);
+        }
+    }
+    drop(answers);
+    let mut request = json!({ "op": "query_finish", "sql": sql, "tables": tables,
+        "engine": engine, "parts": parts, "fingerprint": fingerprint, "lengths": finish_lengths })
+    .to_string()
+    .into_bytes();
+    request.push(b'\n');
+    request.extend_from_slice(&payload);
+    drop(payload);
+    let what = "finishing the query";
+    let (header, body) = guest.call(ctx, what, &request)?;
+    if header["ok"]["changed"] == json!(true) {
+        *io = *io + io_of(&header["ok"]["io"]).map_err(bad)?;
+        return Ok(None);
+    }
+    let result = query_result(what, &header, body, *io)?;
+    Ok(Some(QueryResult { parts, ..result }))
+}
+
+fn io_of(value: &serde_json::Value) -> Result<IoCounts, String> {
+    serde_json::from_value(value.clone())
+        .map_err(|e| format!("the guest's answer is not valid: {e}"))
+}
+
+/// A query's answer: its header (`{"ok": {"rows", "io"}}`) and its rows as Arrow IPC; `io`
+/// is what other instances of the query read.
+fn query_result(
+    what: &str,
+    header: &serde_json::Value,
+    body: Vec<u8>,
+    io: IoCounts,
+) -> Result<QueryResult, GuestError> {
     let bad = |message: String| GuestError::Failed {
         what: what.into(),
         message,
     };
-    let io: IoCounts = serde_json::from_value(header["ok"]["io"].clone())
-        .map_err(|e| bad(format!("the guest's answer is not valid: {e}")))?;
+    let own = io_of(&header["ok"]["io"]).map_err(bad)?;
     let reader = StreamReader::try_new(std::io::Cursor::new(body), None)
         .map_err(|e| bad(format!("the guest's result is not Arrow IPC: {e}")))?;
     let schema = reader.schema();
@@ -359,7 +495,8 @@ pub fn run_query(
     Ok(QueryResult {
         schema,
         batches,
-        io,
+        io: io + own,
+        parts: 1,
     })
 }
 
