@@ -66,8 +66,8 @@ enum Command {
         after_help = "Source paths in the spec are relative to the spec's folder. A second run ingests \
         only source files it has not seen and rebuilds only tables whose inputs changed.\n\
         Exit status is non-zero if any table fails; then no table is changed.\n\n\
-        With the default --engine guest, each table is built in its own wasm instance (tables of the same depth in \
-        parallel, --instances at a time) that may read only the spec's source files and the lake and write only the \
+        With the default --engine guest, each table is built in its own wasm instance (in parallel, --instances at \
+        a time, each as soon as the tables it reads are built) that may read only the spec's source files and the lake and write only the \
         lake; every table is committed together at the end. Example:\n  \
         medallion run pipeline.toml --lake lake --max-memory 512MiB --timeout 600\n\n\
         With --watch it keeps running in micro-batches (native engine), with alerts; see --help."
@@ -122,7 +122,10 @@ enum Command {
     /// Run SQL over Parquet files, globs and Delta tables.
     #[command(
         after_help = "Tables come from --table NAME=LOCATION (a Parquet file, a glob of them, or a Delta \
-        table folder; prefix `delta:` to insist on Delta) and from --lake, which registers every table of a lake by name."
+        table folder; prefix `delta:` to insist on Delta) and from --lake, which registers every table of a lake by name.\n\n\
+        In the guest (the default engine) a query that scans 10 MiB or more runs on every core: its scans split into \
+        --instances parts (default: cores), each in its own instance, finished in one more; --stats says how many. Example:\n  \
+        medallion query \"SELECT l_returnflag, count(*) FROM li GROUP BY 1\" --table li=lineitem.parquet --stats"
     )]
     Query {
         /// The SQL to run.
