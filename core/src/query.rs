@@ -64,6 +64,13 @@ impl Default for EngineOptions {
 
 /// A DataFusion session configured for Medallion.
 pub fn new_context(opts: EngineOptions) -> SessionContext {
+    let ctx = context_with_memory(session_config(opts), opts.memory_limit);
+    ctx.add_optimizer_rule(Arc::new(DecimalArithmetic));
+    ctx
+}
+
+/// The configuration [`new_context`] gives its session.
+pub(crate) fn session_config(opts: EngineOptions) -> SessionConfig {
     let partitions = opts.target_partitions.max(1);
     let mut config = SessionConfig::new()
         .with_target_partitions(partitions)
@@ -82,13 +89,10 @@ pub fn new_context(opts: EngineOptions) -> SessionContext {
         .parquet
         .schema_force_view_types = false;
     config.options_mut().sql_parser.map_string_types_to_utf8view = false;
-    let config = config.with_extension(Arc::new(ParquetReading {
+    config.with_extension(Arc::new(ParquetReading {
         settings: opts.reading,
         ..Default::default()
-    }));
-    let ctx = context_with_memory(config, opts.memory_limit);
-    ctx.add_optimizer_rule(Arc::new(DecimalArithmetic));
-    ctx
+    }))
 }
 
 fn context_with_memory(config: SessionConfig, memory_limit: Option<usize>) -> SessionContext {

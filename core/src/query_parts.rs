@@ -14,17 +14,22 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::datasource::memory::MemorySourceConfig;
-use datafusion::datasource::physical_plan::FileScanConfig;
+use datafusion::datasource::physical_plan::{FileScanConfig, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
 #[allow(deprecated)]
 use datafusion::physical_plan::coalesce_batches::CoalesceBatchesExec;
 use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::limit::LocalLimitExec;
+use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
 use datafusion::physical_plan::{collect, ExecutionPlan, ExecutionPlanProperties};
@@ -32,7 +37,7 @@ use datafusion::prelude::SessionContext;
 use futures::TryStreamExt;
 
 use crate::error::{Context, Error, Result};
-use crate::query::{new_context, EngineOptions};
+use crate::query::{new_context, session_config, EngineOptions};
 use crate::string_views;
 
 /// A session that plans for `parts` partitions, one per instance. Partitions do not steal
@@ -52,6 +57,26 @@ pub fn context(opts: EngineOptions, parts: usize) -> SessionContext {
     ctx
 }
 
+/// [`context`] over the tables, object stores, memory pool and rules of `ctx`, a session made
+/// by [`new_context`] from `opts` that already holds its tables (as the npm package's engine
+/// does). `ctx` is left as it was.
+pub fn context_from(ctx: &SessionContext, opts: EngineOptions, parts: usize) -> SessionContext {
+    let mut config = session_config(EngineOptions {
+        target_partitions: parts.max(1),
+        ..opts
+    })
+    // The catalogs are `ctx`'s: a new default catalog would replace its tables, in both.
+    .with_create_default_catalog_and_schema(false);
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
+    let state = SessionStateBuilder::new_from_existing(ctx.state())
+        .with_config(config)
+        .build();
+    SessionContext::new_with_state(state)
+}
+
 /// A query's plan for `parts` partitions, and the subtrees its parts run.
 pub struct QueryParts {
     plan: Arc<dyn ExecutionPlan>,
@@ -61,7 +86,8 @@ pub struct QueryParts {
 
 impl QueryParts {
     /// Plans `sql` in `ctx` (from [`context`]). `None` when no subtree reading files has
-    /// more than one partition (small tables, no files): the query is best run whole.
+    /// more than one partition (small tables, no files), or its scans will read less than
+    /// DataFusion's floor for splitting a file (a point lookup): the query is best run whole.
     pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Option<Self>> {
         let parts = ctx.state().config().target_partitions();
         let plan = ctx
@@ -121,10 +147,10 @@ impl QueryParts {
         part: usize,
     ) -> Result<Vec<Vec<RecordBatch>>> {
         if part >= self.parts {
-            return Err(Error::Spec(format!(
-                "query part {part} asked of a query planned in {} parts",
-                self.parts
-            )));
+            return Err(Error::Format {
+                location: format!("query part {part}"),
+                message: format!("asked of a query planned in {} parts", self.parts),
+            });
         }
         let mut out = Vec::with_capacity(self.cuts.len());
         for cut in &self.cuts {
@@ -139,7 +165,123 @@ impl QueryParts {
         Ok(out)
     }
 
-    /// Runs the rest of the plan over the parts' outputs, `outputs[cut][part]`, and answers
+    /// A part's output as bytes: one Arrow IPC stream per cut, and the length of each.
+    pub fn encode_part(&self, outputs: &[Vec<RecordBatch>]) -> Result<(Vec<usize>, Vec<u8>)> {
+        let mut lengths = Vec::with_capacity(outputs.len());
+        let mut bytes = Vec::new();
+        for (schema, batches) in self.schemas().iter().zip(outputs) {
+            let start = bytes.len();
+            let mut writer = StreamWriter::try_new(&mut bytes, schema).context(encoding)?;
+            for batch in batches {
+                writer.write(batch).context(encoding)?;
+            }
+            writer.finish().context(encoding)?;
+            drop(writer);
+            lengths.push(bytes.len() - start);
+        }
+        Ok((lengths, bytes))
+    }
+
+    /// Part `part`'s output from what [`QueryParts::encode_part`] made of it in another
+    /// instance: `bytes` holds one stream per cut, of `lengths`.
+    pub fn decode_part(
+        &self,
+        part: usize,
+        lengths: &[usize],
+        bytes: &[u8],
+    ) -> Result<Vec<Vec<RecordBatch>>> {
+        let bad = |message: String| Error::Format {
+            location: format!("the result of query part {part}"),
+            message,
+        };
+        if lengths.len() != self.cuts.len() {
+            return Err(bad(format!(
+                "{} streams, where the plan has {} cuts",
+                lengths.len(),
+                self.cuts.len()
+            )));
+        }
+        let total = lengths
+            .iter()
+            .try_fold(0usize, |sum, &l| sum.checked_add(l));
+        if total != Some(bytes.len()) {
+            return Err(bad(format!(
+                "{} bytes, where its stream lengths {lengths:?} add up to another size",
+                bytes.len()
+            )));
+        }
+        let mut at = 0;
+        let mut out = Vec::with_capacity(lengths.len());
+        for (cut, &len) in lengths.iter().enumerate() {
+            // In range: the lengths add up to `bytes.len()`.
+            let stream = &bytes[at..at + len];
+            let context = || {
+                format!(
+                    "the result of query part {part}, cut {cut} (bytes {at}..{})",
+                    at + len
+                )
+            };
+            let batches = StreamReader::try_new(std::io::Cursor::new(stream), None)
+                .context(context)?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .context(context)?;
+            if let Some(b) = batches.first() {
+                if b.schema() != self.cuts[cut].schema() {
+                    return Err(bad(format!(
+                        "cut {cut} has another schema than this plan's"
+                    )));
+                }
+            }
+            out.push(batches);
+            at += len;
+        }
+        Ok(out)
+    }
+
+    /// Whether the rest of the plan, past the cuts, reads nothing: then finishing needs no
+    /// storage, only the parts' outputs.
+    pub fn finishes_in_memory(&self) -> bool {
+        fn in_memory(node: &Arc<dyn ExecutionPlan>, cuts: &[Arc<dyn ExecutionPlan>]) -> bool {
+            if cuts.iter().any(|c| Arc::ptr_eq(c, node)) {
+                return true;
+            }
+            let children = node.children();
+            if children.is_empty() {
+                let any: &dyn ExecutionPlan = node.as_ref();
+                return any.is::<EmptyExec>()
+                    || any.is::<PlaceholderRowExec>()
+                    || any.downcast_ref::<DataSourceExec>().is_some_and(|d| {
+                        d.data_source()
+                            .downcast_ref::<MemorySourceConfig>()
+                            .is_some()
+                    });
+            }
+            children.into_iter().all(|c| in_memory(c, cuts))
+        }
+        in_memory(&self.plan, &self.cuts)
+    }
+
+    /// The object stores (`scheme://host/`) whose files the cuts read.
+    pub fn stores(&self) -> Vec<String> {
+        fn collect_stores(node: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
+            if let Some(scan) = file_scan(node) {
+                let url = scan.object_store_url.as_str().to_string();
+                if !out.contains(&url) {
+                    out.push(url);
+                }
+            }
+            for child in node.children() {
+                collect_stores(child, out);
+            }
+        }
+        let mut out = Vec::new();
+        for cut in &self.cuts {
+            collect_stores(cut, &mut out);
+        }
+        out
+    }
+
+    /// Runs the rest of the plan over the parts' outputs, `outputs[part][cut]`, and answers
     /// the query's rows, strings as plain `Utf8`. DataFusion merges partitions in tasks, so
     /// in wasm this needs a (single-threaded) tokio runtime around it.
     pub async fn finish(
@@ -147,15 +289,26 @@ impl QueryParts {
         ctx: &SessionContext,
         outputs: Vec<Vec<Vec<RecordBatch>>>,
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-        if outputs.len() != self.cuts.len() || outputs.iter().any(|o| o.len() != self.parts) {
-            return Err(Error::Spec(format!(
-                "query parts: expected {} outputs of {} parts each",
-                self.cuts.len(),
-                self.parts
-            )));
+        if outputs.len() != self.parts || outputs.iter().any(|o| o.len() != self.cuts.len()) {
+            return Err(Error::Format {
+                location: "query parts".into(),
+                message: format!(
+                    "expected {} parts' outputs of {} cuts each",
+                    self.parts,
+                    self.cuts.len()
+                ),
+            });
+        }
+        // By cut: each cut's source has one partition per part.
+        let mut by_cut: Vec<Vec<Vec<RecordBatch>>> =
+            vec![Vec::with_capacity(self.parts); self.cuts.len()];
+        for part in outputs {
+            for (cut, batches) in part.into_iter().enumerate() {
+                by_cut[cut].push(batches);
+            }
         }
         let mut sources = Vec::with_capacity(self.cuts.len());
-        for (cut, parts) in self.cuts.iter().zip(outputs) {
+        for (cut, parts) in self.cuts.iter().zip(by_cut) {
             let source = MemorySourceConfig::try_new_exec(&parts, cut.schema(), None)
                 .context(|| "query: gathering the parts' results".to_string())?;
             sources.push((Arc::clone(cut), source as Arc<dyn ExecutionPlan>));
@@ -172,6 +325,10 @@ impl QueryParts {
             .context(|| "query: running SQL".to_string())?;
         Ok((schema, batches))
     }
+}
+
+fn encoding() -> String {
+    "query: encoding a part's results as Arrow IPC".to_string()
 }
 
 /// The largest subtrees with `parts` partitions whose partitions are independent.
@@ -219,19 +376,31 @@ fn reads_files(node: &Arc<dyn ExecutionPlan>) -> bool {
     file_scan(node).is_some() || node.children().into_iter().any(reads_files)
 }
 
-/// The bytes of files (or of their byte ranges) a subtree's scans cover.
+/// The bytes of files (or of their byte ranges) a subtree's scans cover, but for scans that
+/// read their filter's columns first (late materialisation, which the engine chooses for point
+/// lookups): those read little of their ranges, and in parts would pay each part's requests
+/// for the same few pages.
 fn scanned_bytes(node: &Arc<dyn ExecutionPlan>) -> u64 {
-    let own: u64 = file_scan(node).map_or(0, |scan| {
-        scan.file_groups
-            .iter()
-            .flat_map(|g| g.iter())
-            .map(|f| match &f.range {
-                Some(r) => (r.end - r.start).max(0) as u64,
-                None => f.object_meta.size,
-            })
-            .sum()
-    });
+    let own: u64 = file_scan(node)
+        .filter(|scan| !late_materialised(scan))
+        .map_or(0, |scan| {
+            scan.file_groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .map(|f| match &f.range {
+                    Some(r) => (r.end - r.start).max(0) as u64,
+                    None => f.object_meta.size,
+                })
+                .sum()
+        });
     own + node.children().into_iter().map(scanned_bytes).sum::<u64>()
+}
+
+fn late_materialised(scan: &FileScanConfig) -> bool {
+    let source: &dyn std::any::Any = scan.file_source().as_ref();
+    source
+        .downcast_ref::<ParquetSource>()
+        .is_some_and(|p| p.table_parquet_options().global.pushdown_filters)
 }
 
 fn file_scan(node: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
@@ -317,15 +486,19 @@ mod tests {
         storage
     }
 
-    async fn split_context(storage: &Arc<dyn Storage>, parts: usize) -> SessionContext {
-        let ctx = context(EngineOptions::default(), parts);
-        // The test file is small: split it anyway.
+    /// The test file is small: split it anyway.
+    fn without_floor(ctx: &SessionContext) {
         ctx.state_ref()
             .write()
             .config_mut()
             .options_mut()
             .optimizer
             .repartition_file_min_size = 0;
+    }
+
+    async fn split_context(storage: &Arc<dyn Storage>, parts: usize) -> SessionContext {
+        let ctx = context(EngineOptions::default(), parts);
+        without_floor(&ctx);
         register_location(&ctx, storage, "t", "/t/a.parquet")
             .await
             .unwrap();
@@ -336,21 +509,18 @@ mod tests {
         let storage = storage().await;
         let ctx = split_context(&storage, parts).await;
         let split = QueryParts::plan(&ctx, sql).await.unwrap().expect("splits");
-        // Each part in a session of its own, as in separate instances.
-        let mut outputs = vec![Vec::new(); split.schemas().len()];
+        // Each part in a session of its own, as in separate instances, its output passed as
+        // bytes.
+        let mut outputs = Vec::new();
         for part in 0..parts {
             let own = split_context(&storage, parts).await;
             let mine = QueryParts::plan(&own, sql).await.unwrap().unwrap();
             assert_eq!(mine.fingerprint(), split.fingerprint());
-            for (cut, batches) in mine
-                .run_part(&own, part)
-                .await
-                .unwrap()
-                .into_iter()
-                .enumerate()
-            {
-                outputs[cut].push(batches);
-            }
+            assert!(mine.finishes_in_memory());
+            assert_eq!(mine.stores(), ["file:///"]);
+            let output = mine.run_part(&own, part).await.unwrap();
+            let (lengths, bytes) = mine.encode_part(&output).unwrap();
+            outputs.push(split.decode_part(part, &lengths, &bytes).unwrap());
         }
         let (_, batches) = split.finish(&ctx, outputs).await.unwrap();
         pretty_format_batches(&batches).unwrap().to_string()
@@ -381,6 +551,50 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_sessions_own_tables_split_and_bad_bytes_name_the_part() {
+        let sql = "SELECT k, count(*) AS n, sum(v) AS s FROM t GROUP BY k ORDER BY k";
+        let storage = storage().await;
+        // Tables registered in a one-partition session, as the npm package's engine holds them.
+        let own = crate::query::new_context(EngineOptions::default());
+        register_location(&own, &storage, "t", "/t/a.parquet")
+            .await
+            .unwrap();
+        let ctx = context_from(&own, EngineOptions::default(), 2);
+        // The session it came from keeps its table.
+        assert!(own.table_exist("t").unwrap());
+        without_floor(&ctx);
+        let split = QueryParts::plan(&ctx, sql).await.unwrap().expect("splits");
+        assert_eq!(
+            split.fingerprint(),
+            QueryParts::plan(&split_context(&storage, 2).await, sql)
+                .await
+                .unwrap()
+                .unwrap()
+                .fingerprint()
+        );
+        let mut outputs = Vec::new();
+        for part in 0..2 {
+            let output = split.run_part(&ctx, part).await.unwrap();
+            let (lengths, bytes) = split.encode_part(&output).unwrap();
+            if part == 1 {
+                let cut = bytes.len() - 8;
+                let e = split.decode_part(1, &lengths, &bytes[..cut]).unwrap_err();
+                assert!(e.to_string().contains("query part 1"), "{e}");
+                let mut wrong = lengths.clone();
+                wrong[0] = usize::MAX;
+                let e = split.decode_part(1, &wrong, &bytes).unwrap_err();
+                assert!(e.to_string().contains("query part 1"), "{e}");
+            }
+            outputs.push(split.decode_part(part, &lengths, &bytes).unwrap());
+        }
+        let (_, batches) = split.finish(&ctx, outputs).await.unwrap();
+        assert_eq!(
+            pretty_format_batches(&batches).unwrap().to_string(),
+            whole(sql).await
+        );
+    }
+
+    #[tokio::test]
     async fn a_scan_under_the_floor_runs_whole() {
         let storage = storage().await;
         // The file is ~0.2 MB, under DataFusion's 10 MiB floor for splitting a file.
@@ -396,6 +610,34 @@ mod tests {
             .await
             .unwrap();
         assert!(nothing.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_scan_that_reads_its_filter_first_runs_whole() {
+        use crate::bridge::parquet_reader::{FilterPushdown, ReadSettings};
+        let storage = storage().await;
+        let opts = EngineOptions {
+            reading: ReadSettings {
+                filter_pushdown: FilterPushdown::Always,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let ctx = context(opts, 2);
+        register_location(&ctx, &storage, "t", "/t/a.parquet")
+            .await
+            .unwrap();
+        // Any scan that reads a byte counts, but for the late-materialised one.
+        ctx.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .repartition_file_min_size = 1;
+        let lookup = QueryParts::plan(&ctx, "SELECT * FROM t WHERE v = 4242").await;
+        assert!(lookup.unwrap().is_none());
+        let scan = QueryParts::plan(&ctx, "SELECT sum(v) FROM t").await;
+        assert!(scan.unwrap().is_some());
     }
 
     #[tokio::test]

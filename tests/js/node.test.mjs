@@ -38,6 +38,19 @@ test('with pushdownFilters every query shape still gives the native answer', asy
   }
 });
 
+test('the workers option is ignored in Node (no Web Workers), and a bad value is refused', async () => {
+  const cases = queryCases(server.base);
+  const got = await runQueryCases(Medallion, cases, { workers: 2 });
+  for (const c of cases) {
+    assert.equal(got[c.name].error, undefined, `${c.name}: ${got[c.name].error}`);
+    assert.deepEqual(got[c.name].rows, nativeRows(c), c.name);
+  }
+  const m = await Medallion.create({ workers: 'auto' });
+  assert.equal(m.workers, 0);
+  m.close();
+  await assert.rejects(Medallion.create({ workers: -1 }), /workers must be a whole number ≥ 0 or "auto", not -1/);
+});
+
 test('results convert to Arrow IPC that apache-arrow reads', async () => {
   const m = await Medallion.create();
   await m.registerDelta('segments', `${server.base}/tests/js/.work/lake/gold/customer_segments`);

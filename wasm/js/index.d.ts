@@ -46,6 +46,15 @@ export interface CreateOptions {
   pushdownFilters?: boolean;
   /** Access to an S3(-compatible) bucket, for `s3://bucket/key` tables, sources and lakes. */
   s3?: S3Options;
+  /**
+   * Web Workers that run the scans of large queries (default 0: one engine, one core; "auto":
+   * one per core, up to 8). Each worker holds its own instance of the module (memory and
+   * start-up per worker) and the page's HTTP(S) tables, and reads its share of their byte
+   * ranges; the page's engine plans and finishes the query over their results. Queries over
+   * s3:// or in-memory tables, and scans under 10 MiB, run whole on the page. Ignored where
+   * Web Workers cannot start (Node, edge workers).
+   */
+  workers?: number | 'auto';
 }
 
 /** Where a bucket is, plus exactly one way to sign its requests. */
@@ -163,6 +172,8 @@ export interface TimeTravel {
 export class Result {
   readonly numRows: number;
   readonly columns: string[];
+  /** How many parts the query's scans ran in (Web Workers, see `workers`); 1 when it ran whole. */
+  readonly parts: number;
   /** Rows as plain objects (JSON values; use toIPC for exact 64-bit integers). */
   toArray(): Array<Record<string, unknown>>;
   /** Arrow IPC stream bytes, for apache-arrow's tableFromIPC. */
@@ -179,6 +190,8 @@ export class Medallion {
   /** A Parquet file or a Delta table, whichever the URL or s3:// location holds. */
   register(name: string, url: string, at?: TimeTravel): Promise<'parquet' | 'delta'>;
   sql(query: string): Promise<Result>;
+  /** Web Workers running parts of queries: 0 without the `workers` option, or after one failed. */
+  readonly workers: number;
   runPipeline(spec: string, options?: PipelineOptions): Promise<RunReport>;
   stats(): Stats;
   resetStats(): void;

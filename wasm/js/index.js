@@ -90,6 +90,151 @@ async function defaultWasmSource() {
   return besideUs('../pkg/medallion_wasm_bg.wasm');
 }
 
+// Whether the `workers` option can be honoured: Web Workers that take a module script (browsers;
+// not Node or edge workers, which run one query at a time on the one engine).
+const canStartWorkers = typeof Worker === 'function' && !isNode && typeof WebAssembly?.compile === 'function';
+
+// Compiled once per URL for every engine's workers (a worker instantiates it without compiling).
+const compiledByUrl = new Map();
+async function compiledModule(source) {
+  if (source instanceof WebAssembly.Module) return source;
+  if (source instanceof URL || typeof source === 'string') {
+    const url = String(source);
+    if (!compiledByUrl.has(url)) {
+      const compiling = (async () => {
+        const response = await fetch(url);
+        if (!response.ok) throw new MedallionError(`could not load Medallion's WebAssembly module for the workers: HTTP ${response.status} from ${url}`);
+        return WebAssembly.compile(await response.arrayBuffer());
+      })();
+      compiledByUrl.set(url, compiling);
+      compiling.catch(() => compiledByUrl.delete(url));
+    }
+    return compiledByUrl.get(url);
+  }
+  return WebAssembly.compile(source);
+}
+
+const COUNTED = ['requests', 'bytes', 'listRequests', 'writeRequests', 'bytesWritten', 'cacheHits', 'bytesFromCache', 'revalidations'];
+
+// Web Workers, each with its own instance of the module and the page's HTTP(S) tables, that run
+// the parts of a query split across them (Engine.sqlInParts); the page's engine plans and
+// finishes. A worker that traps, or fails to take a table, ends the pool: queries then run
+// whole on the page, as without the option (the query under way included).
+class WorkerPool {
+  #workers = [];
+  #pending = new Map();
+  #next = 0;
+  #latest = [];
+  #baseline = [];
+  #unsent = new Map();
+  #registering = Promise.resolve();
+  broken = null;
+
+  static async start(count, source, options) {
+    const module = await compiledModule(source);
+    const pool = new WorkerPool();
+    for (let i = 0; i < count; i++) {
+      const worker = new Worker(besideUs('./worker.js'), { type: 'module', name: `medallion-${i}` });
+      worker.onmessage = ({ data }) => pool.#answer(i, data);
+      worker.onerror = (e) => pool.#fail(`worker ${i} failed: ${e.message || 'its script could not be loaded'}`);
+      pool.#workers.push(worker);
+      pool.#latest.push({});
+      pool.#baseline.push({});
+    }
+    try {
+      await Promise.all(pool.#workers.map((_, i) => pool.#call(i, 'start', { module, options })));
+    } catch (e) {
+      pool.close();
+      throw e;
+    }
+    return pool;
+  }
+
+  get size() {
+    return this.broken ? 0 : this.#workers.length;
+  }
+
+  #call(i, call, args) {
+    if (this.broken) return Promise.reject(new MedallionError(this.broken));
+    return new Promise((resolve, reject) => {
+      const id = ++this.#next;
+      this.#pending.set(id, { resolve, reject });
+      this.#workers[i].postMessage({ id, call, args });
+    });
+  }
+
+  #answer(i, data) {
+    if (data.trapped !== undefined) {
+      this.#fail(`worker ${i}'s WebAssembly module stopped (${data.trapped})`);
+      return;
+    }
+    if (data.stats) this.#latest[i] = data.stats;
+    const pending = this.#pending.get(data.id);
+    if (!pending) return;
+    this.#pending.delete(data.id);
+    if (data.error !== undefined) pending.reject(new MedallionError(data.error));
+    else pending.resolve(data.value);
+  }
+
+  #fail(message, closing = false) {
+    if (this.broken) return;
+    this.broken = message;
+    // Queries still answer, whole on the page: say once why they stopped using the workers.
+    if (!closing) console.warn(`Medallion: ${message}; queries run whole on the page from now on`);
+    for (const p of this.#pending.values()) p.reject(new MedallionError(message));
+    this.#pending.clear();
+    for (const w of this.#workers) w.terminate();
+  }
+
+  /**
+   * Registers a table in every worker before the next query split across them (until then a
+   * worker reads nothing: queries that do not split cost no footer read per worker).
+   */
+  register(name, location, kind, version, timestamp) {
+    this.#unsent.set(name, { name, location, kind, version, timestamp });
+  }
+
+  // In order, and before any part that needs them: a worker handles messages concurrently.
+  #sendTables() {
+    if (this.#unsent.size) {
+      const tables = [...this.#unsent.values()];
+      this.#unsent.clear();
+      this.#registering = this.#registering
+        .then(() => Promise.all(tables.flatMap((t) => this.#workers.map((_, i) => this.#call(i, 'register', t)))))
+        .catch((e) => this.#fail(`a worker could not register a table (${e.message ?? e})`));
+    }
+    return this.#registering;
+  }
+
+  /** `runParts(fingerprint)` for Engine.sqlInParts: part i runs in worker i. */
+  runParts(sql) {
+    const parts = this.#workers.length;
+    return async () => {
+      await this.#sendTables();
+      return Promise.all(this.#workers.map((_, part) => this.#call(part, 'part', { sql, parts, part })));
+    };
+  }
+
+  /** What the workers' calls cost since the last resetStats(), to add to the page's. */
+  stats() {
+    const sum = Object.fromEntries(COUNTED.map((k) => [k, 0]));
+    sum.cachedBytes = 0;
+    this.#latest.forEach((s, i) => {
+      for (const k of COUNTED) sum[k] += (s[k] ?? 0) - (this.#baseline[i][k] ?? 0);
+      sum.cachedBytes += s.cachedBytes ?? 0;
+    });
+    return sum;
+  }
+
+  resetStats() {
+    this.#baseline = this.#latest.map((s) => ({ ...s }));
+  }
+
+  close() {
+    this.#fail('the engine was closed', true);
+  }
+}
+
 // One WebAssembly instance and the wasm-bindgen glue module that owns it. The glue keeps its
 // instance in module state, so a fresh instance needs a fresh copy of the glue module.
 async function instantiate(wasm) {
@@ -165,6 +310,10 @@ export class Result {
   get numRows() {
     return this.#inner.numRows;
   }
+  /** How many parts the query's scans ran in (Web Workers, see the `workers` option); 1 when it ran whole. */
+  get parts() {
+    return this.#inner.parts;
+  }
   /** Column names, in order. */
   get columns() {
     return this.#inner.columns;
@@ -190,6 +339,7 @@ export class Medallion {
   #engine = null;
   #registered = new Map();
   #starting = null;
+  #pool = null;
 
   constructor(options, wasm, s3Fetch) {
     this.#options = options;
@@ -211,7 +361,11 @@ export class Medallion {
    * server), or `anonymous: true` (public buckets).
    */
   static async create(options = {}) {
-    const { wasm, s3, ...engineOptions } = options;
+    const { wasm, s3, workers, ...engineOptions } = options;
+    const wanted = workers === 'auto' ? Math.min(globalThis.navigator?.hardwareConcurrency ?? 1, 8) : (workers ?? 0);
+    if (!Number.isInteger(wanted) || wanted < 0) {
+      throw new MedallionError(`Medallion.create options: workers must be a whole number ≥ 0 or "auto", not ${JSON.stringify(workers)}`);
+    }
     // A Cloudflare Workers isolate has 128 MB for everything; the engine's default would not fit.
     if (engineOptions.cacheBytes === undefined && globalThis.navigator?.userAgent === 'Cloudflare-Workers') {
       engineOptions.cacheBytes = WORKERS_CACHE_BYTES;
@@ -223,6 +377,11 @@ export class Medallion {
     }
     const m = new Medallion(engineOptions, wasm, send);
     await m.#ensure();
+    if (wanted > 1 && canStartWorkers) {
+      // Without the s3 option: keys and signing stay on the page, so s3:// tables run whole here.
+      const { s3: _, ...workerOptions } = engineOptions;
+      m.#pool = await WorkerPool.start(wanted, wasm ?? (await defaultWasmSource()), workerOptions);
+    }
     return m;
   }
 
@@ -308,12 +467,29 @@ export class Medallion {
     const { version, timestamp } = at ?? {};
     const found = await this.#call((e) => e.register(name, location, kind, version, timestamp));
     this.#registered.set(name, { location, kind, version, timestamp });
+    if (this.#pool?.size && /^https?:\/\//i.test(location)) this.#pool.register(name, location, kind, version, timestamp);
     return found;
   }
 
-  /** Runs SQL over the registered tables. */
+  /**
+   * Runs SQL over the registered tables; with the `workers` option, a query over HTTP(S)
+   * tables large enough to split has its scans run in the workers.
+   */
   async sql(query) {
-    return new Result(await this.#call((e) => e.sql(query)));
+    const pool = this.#pool;
+    if (!pool?.size) return new Result(await this.#call((e) => e.sql(query)));
+    try {
+      return new Result(await this.#call((e) => e.sqlInParts(query, pool.size, pool.runParts(query))));
+    } catch (e) {
+      // The pool ended under this query (a worker trapped): it runs whole on the page.
+      if (!pool.broken) throw e;
+      return new Result(await this.#call((engine) => engine.sql(query)));
+    }
+  }
+
+  /** How many Web Workers run the parts of queries (0 without the `workers` option, or after one failed). */
+  get workers() {
+    return this.#pool?.size ?? 0;
   }
 
   /**
@@ -336,11 +512,16 @@ export class Medallion {
 
   /** Requests, bytes fetched and written (HTTP, S3, in memory) since creation or `resetStats()`. */
   stats() {
-    return this.#engine.stats();
+    const own = this.#engine.stats();
+    if (!this.#pool) return own;
+    const theirs = this.#pool.stats();
+    for (const k of [...COUNTED, 'cachedBytes']) own[k] += theirs[k];
+    return own;
   }
 
   resetStats() {
     this.#engine.resetStats();
+    this.#pool?.resetStats();
   }
 
   /** The in-memory lake's files: `[path, Uint8Array][]` (Delta logs and Parquet data); a lake in a bucket is not copied here. */
@@ -350,6 +531,8 @@ export class Medallion {
 
   /** Frees the engine's memory now rather than when it is garbage-collected. */
   close() {
+    this.#pool?.close();
+    this.#pool = null;
     this.#engine?.free();
     this.#engine = null;
     this.#instance = null;

@@ -16,12 +16,13 @@ use medallion_core::pipeline::{self, quarantine_location, table_location, Progre
 use medallion_core::query::{
     collect_sql, new_context, register_location, register_location_at, EngineOptions, TableKind,
 };
+use medallion_core::query_parts::{self, QueryParts};
 use medallion_core::spec::PipelineSpec;
 use medallion_core::storage::{CountingStorage, IoCounts, IoStats, Storage};
 use serde::{Deserialize, Serialize};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
-use wasm_bindgen_futures::future_to_promise;
+use wasm_bindgen_futures::{future_to_promise, JsFuture};
 
 use crate::fetch_storage::{FetchSettings, FetchStorage};
 use crate::js_storage::{no_s3, JsStorage};
@@ -349,6 +350,56 @@ impl Engine {
         })
     }
 
+    /// Runs SQL with its scans split into `parts` parts, each run by another engine that holds
+    /// the same tables (a Web Worker): `run_parts(fingerprint)` resolves to their `queryPart`
+    /// answers, in part order. This engine plans, then finishes the query over the parts'
+    /// results. The query runs here whole if it does not split, if it reads anything but
+    /// HTTP(S) files (the workers fetch by URL; finishing must not read), or if a part planned
+    /// other work (a table changed in between).
+    #[wasm_bindgen(js_name = sqlInParts)]
+    pub fn sql_in_parts(&self, query: String, parts: usize, run_parts: Function) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.begin_call();
+            if let Some(result) = in_parts(&inner, &query, parts, &run_parts).await? {
+                return Ok(result.into());
+            }
+            let (schema, batches) = collect_sql(&inner.ctx, "query", &query)
+                .await
+                .map_err(js_error)?;
+            Ok(QueryResult::new(schema, batches).into())
+        })
+    }
+
+    /// Part `part` of `query` planned in `parts` parts (see `sqlInParts`): resolves to
+    /// `{ fingerprint, lengths, bytes }` (one Arrow IPC stream per cut in `bytes`), or
+    /// `{ fingerprint: null }` if the query does not split.
+    #[wasm_bindgen(js_name = queryPart)]
+    pub fn query_part(&self, query: String, parts: usize, part: usize) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            inner.begin_call();
+            let ctx = query_parts::context_from(&inner.ctx, inner.engine, parts);
+            let answer = js_sys::Object::new();
+            let set = |key: &str, value: &JsValue| {
+                js_sys::Reflect::set(&answer, &JsValue::from_str(key), value).map(|_| ())
+            };
+            let Some(split) = QueryParts::plan(&ctx, &query).await.map_err(js_error)? else {
+                set("fingerprint", &JsValue::NULL)?;
+                return Ok(answer.into());
+            };
+            // Before running: running tightens dynamic filters, which show in the plan.
+            let fingerprint = split.fingerprint();
+            let outputs = split.run_part(&ctx, part).await.map_err(js_error)?;
+            let (lengths, bytes) = split.encode_part(&outputs).map_err(js_error)?;
+            drop(outputs);
+            set("fingerprint", &JsValue::from_str(&fingerprint))?;
+            set("lengths", &to_js(&lengths)?)?;
+            set("bytes", &Uint8Array::from(bytes.as_slice()).into())?;
+            Ok(answer.into())
+        })
+    }
+
     /// Runs a pipeline spec (TOML) into the lake (in memory, or `s3://bucket/prefix`), then
     /// registers every table it holds by name (quarantines as `<name>_quarantine`). Resolves
     /// to the run report.
@@ -443,6 +494,62 @@ impl Engine {
         }
         out
     }
+}
+
+/// `query` split as [`Engine::sql_in_parts`] says, or `None` if it is to run whole.
+async fn in_parts(
+    inner: &Inner,
+    query: &str,
+    parts: usize,
+    run_parts: &Function,
+) -> Result<Option<QueryResult>, JsValue> {
+    if parts < 2 {
+        return Ok(None);
+    }
+    let ctx = query_parts::context_from(&inner.ctx, inner.engine, parts);
+    let Some(split) = QueryParts::plan(&ctx, query).await.map_err(js_error)? else {
+        return Ok(None);
+    };
+    let remote = |store: &String| store.starts_with("http://") || store.starts_with("https://");
+    if !split.finishes_in_memory() || !split.stores().iter().all(remote) {
+        return Ok(None);
+    }
+    let fingerprint = split.fingerprint();
+    let answers = run_parts.call1(&JsValue::NULL, &JsValue::from_str(&fingerprint))?;
+    let answers = JsFuture::from(Promise::resolve(&answers)).await?;
+    let answers: js_sys::Array = answers
+        .dyn_into()
+        .map_err(|_| js_error("query parts: the workers' answers are not an array"))?;
+    if answers.length() as usize != parts {
+        return Err(js_error(format!(
+            "query parts: {} answers for {parts} parts",
+            answers.length()
+        )));
+    }
+    let get = |answer: &JsValue, key: &str| js_sys::Reflect::get(answer, &JsValue::from_str(key));
+    let mut outputs = Vec::with_capacity(parts);
+    for (part, answer) in answers.iter().enumerate() {
+        if get(&answer, "fingerprint")?.as_string().as_deref() != Some(fingerprint.as_str()) {
+            return Ok(None);
+        }
+        let lengths: Vec<usize> = serde_wasm_bindgen::from_value(get(&answer, "lengths")?)
+            .map_err(|e| js_error(format!("query part {part}: lengths: {e}")))?;
+        let bytes = Uint8Array::new(&get(&answer, "bytes")?).to_vec();
+        outputs.push(
+            split
+                .decode_part(part, &lengths, &bytes)
+                .map_err(js_error)?,
+        );
+    }
+    // DataFusion merges the parts' partitions in tasks: a runtime on this thread runs them.
+    // Nothing in them waits on I/O (`finishes_in_memory`), so it never has to block.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| js_error(format!("query parts: starting a task runtime: {e}")))?;
+    let (schema, batches) = runtime
+        .block_on(split.finish(&ctx, outputs))
+        .map_err(js_error)?;
+    Ok(Some(QueryResult::new(schema, batches).in_parts(parts)))
 }
 
 async fn register_lake(inner: &Inner, spec: &PipelineSpec, lake: &str) -> Result<(), JsValue> {

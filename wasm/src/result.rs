@@ -12,11 +12,21 @@ use wasm_bindgen::prelude::*;
 pub struct QueryResult {
     schema: SchemaRef,
     batches: Vec<RecordBatch>,
+    parts: usize,
 }
 
 impl QueryResult {
     pub fn new(schema: SchemaRef, batches: Vec<RecordBatch>) -> Self {
-        Self { schema, batches }
+        Self {
+            schema,
+            batches,
+            parts: 1,
+        }
+    }
+
+    /// A result of a query whose scans ran in `parts` parts (Web Workers).
+    pub fn in_parts(self, parts: usize) -> Self {
+        Self { parts, ..self }
     }
 }
 
@@ -29,6 +39,12 @@ impl QueryResult {
     #[wasm_bindgen(getter, js_name = numRows)]
     pub fn num_rows(&self) -> usize {
         self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    /// How many parts the query's scans ran in: 1 when it ran whole on one engine.
+    #[wasm_bindgen(getter)]
+    pub fn parts(&self) -> usize {
+        self.parts
     }
 
     /// Column names, in order.

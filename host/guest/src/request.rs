@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use medallion_core::arrow::array::RecordBatch;
 use medallion_core::arrow::datatypes::SchemaRef;
-use medallion_core::arrow::ipc::reader::StreamReader;
 use medallion_core::arrow::ipc::writer::StreamWriter;
 use medallion_core::datafusion::prelude::SessionContext;
 use medallion_core::pipeline::{self, Progress, RunOptions, TableState};
@@ -52,8 +51,8 @@ enum Request {
         parts: usize,
         part: usize,
     },
-    /// The rest of `sql` over the parts' results, which follow the request: for each cut,
-    /// for each part, an Arrow IPC stream of `lengths[cut][part]` bytes. Answers as `query`
+    /// The rest of `sql` over the parts' results, which follow the request: each part's
+    /// streams as it answered them, part by part, `lengths[part][cut]` bytes each. Answers as `query`
     /// does, or `{"changed": true}` if this instance's plan is not the parts'
     /// (`fingerprint`): a table changed in between.
     QueryFinish {
@@ -288,17 +287,10 @@ async fn query_part(
         Ok(o) => o,
         Err(e) => return error(e.to_string()),
     };
-    let mut lengths = Vec::with_capacity(outputs.len());
-    let mut streams = Vec::new();
-    for (schema, batches) in split.schemas().iter().zip(&outputs) {
-        match ipc_stream(schema, batches) {
-            Ok(ipc) => {
-                lengths.push(ipc.len());
-                streams.extend_from_slice(&ipc);
-            }
-            Err(e) => return error(e),
-        }
-    }
+    let (lengths, streams) = match split.encode_part(&outputs) {
+        Ok(encoded) => encoded,
+        Err(e) => return error(e.to_string()),
+    };
     drop(outputs);
     let io = counting.stats().counts();
     let mut out = line(&json!({ "ok": {
@@ -346,44 +338,44 @@ fn query_finish(
     })
 }
 
-/// The parts' results in `payload`: `outputs[cut][part]`, each an Arrow IPC stream.
+/// The parts' outputs in `payload`, `outputs[part][cut]`: each part's streams in turn.
 fn read_outputs(
     split: &QueryParts,
     lengths: &[Vec<usize>],
     payload: &[u8],
 ) -> Result<Vec<Vec<Vec<RecordBatch>>>, String> {
-    let schemas = split.schemas();
-    if lengths.len() != schemas.len() || lengths.iter().any(|l| l.len() != split.parts()) {
+    if lengths.len() != split.parts() {
         return Err(format!(
-            "the parts' results do not match the plan: {} cuts of {} parts expected",
-            schemas.len(),
+            "the results of {} parts were sent, for a plan of {}",
+            lengths.len(),
             split.parts()
         ));
     }
-    let mut at = 0;
-    let mut outputs = Vec::with_capacity(schemas.len());
-    for (cut, cut_lengths) in lengths.iter().enumerate() {
-        let mut parts = Vec::with_capacity(cut_lengths.len());
-        for (part, &len) in cut_lengths.iter().enumerate() {
-            let bad = |e: String| {
+    let mut at = 0usize;
+    let mut outputs = Vec::with_capacity(lengths.len());
+    for (part, part_lengths) in lengths.iter().enumerate() {
+        let bytes = part_lengths
+            .iter()
+            .try_fold(at, |end, &l| end.checked_add(l))
+            .and_then(|end| payload.get(at..end))
+            .ok_or_else(|| {
                 format!(
-                    "the result of part {part} (cut {cut}, bytes {at}..{}): {e}",
-                    at + len
+                    "the result of part {part}: its lengths {part_lengths:?} from byte {at} run past the {} bytes sent",
+                    payload.len()
                 )
-            };
-            let bytes = payload
-                .get(at..at + len)
-                .ok_or_else(|| bad(format!("only {} bytes were sent", payload.len())))?;
-            let reader = StreamReader::try_new(std::io::Cursor::new(bytes), None)
-                .map_err(|e| bad(e.to_string()))?;
-            parts.push(
-                reader
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| bad(e.to_string()))?,
-            );
-            at += len;
-        }
-        outputs.push(parts);
+            })?;
+        outputs.push(
+            split
+                .decode_part(part, part_lengths, bytes)
+                .map_err(|e| e.to_string())?,
+        );
+        at += bytes.len();
+    }
+    if at != payload.len() {
+        return Err(format!(
+            "{} bytes were sent where the parts' lengths add up to {at}",
+            payload.len()
+        ));
     }
     Ok(outputs)
 }

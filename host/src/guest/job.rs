@@ -429,30 +429,24 @@ fn query_in_parts(
     {
         return Ok(None);
     }
-    // The parts' results, cut by cut, each cut's part by part.
-    let cuts = lengths[0].len();
-    if lengths.iter().any(|l| l.len() != cuts) {
-        return Ok(None);
-    }
-    let mut finish_lengths = vec![Vec::with_capacity(parts); cuts];
+    // The parts' results as they answered them, part by part.
     let mut payload = Vec::new();
-    for cut in 0..cuts {
-        for (part, (_, body)) in answers.iter().enumerate() {
-            let at: usize = lengths[part][..cut].iter().sum();
-            let len = lengths[part][cut];
-            let bytes = body.get(at..at + len).ok_or_else(|| {
-                bad(format!(
-                    "part {part} answered {} bytes, fewer than its lengths say",
-                    body.len()
-                ))
-            })?;
-            payload.extend_from_slice(bytes);
-            finish_lengths[cut].push(len);
+    for (part, (_, body)) in answers.iter().enumerate() {
+        let sum = lengths[part]
+            .iter()
+            .try_fold(0usize, |sum, &l| sum.checked_add(l));
+        if sum != Some(body.len()) {
+            return Err(bad(format!(
+                "part {part} answered {} bytes, where its lengths {:?} say otherwise",
+                body.len(),
+                lengths[part]
+            )));
         }
+        payload.extend_from_slice(body);
     }
     drop(answers);
     let mut request = json!({ "op": "query_finish", "sql": sql, "tables": tables,
-        "engine": engine, "parts": parts, "fingerprint": fingerprint, "lengths": finish_lengths })
+        "engine": engine, "parts": parts, "fingerprint": fingerprint, "lengths": lengths })
     .to_string()
     .into_bytes();
     request.push(b'\n');

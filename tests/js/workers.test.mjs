@@ -1,0 +1,164 @@
+// Queries split across Web Workers (`Medallion.create({ workers })`) in headless Chromium, over
+// TPC-H lineitem at SF 0.1 (~20 MB, written by DuckDB in 20,000-row row groups) served with
+// Range requests:
+//   rows    with 2 and 3 workers every answer is the one-engine answer exactly, and DuckDB's
+//           (decimals, as toArray gives them, to 1e-9 relative; averages, a double in DuckDB
+//           and a decimal of scale 6 here, to 1e-6)
+//   parts   the query says it ran in that many parts; a query with nothing worth splitting
+//           (a constant, a point lookup) runs whole
+//   reads   the page and its workers read the file once between them: at most 1.25x what one
+//           engine reads, plus a footer read per engine (a top-k: less than N times)
+//   errors  a query failing in the workers fails once, in its own words; the pool goes on
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { queryCases } from './cases.mjs';
+import { demoFixture, launchChromium, nativeRows, python, REPO, startServer, WORK } from './support.mjs';
+
+const QUERIES = [
+  `SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, sum(l_extendedprice) AS sum_base_price,
+          sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price, avg(l_discount) AS avg_disc, count(*) AS count_order
+   FROM lineitem WHERE l_shipdate <= DATE '1998-09-02'
+   GROUP BY l_returnflag, l_linestatus ORDER BY l_returnflag, l_linestatus`,
+  'SELECT count(*) AS n, min(l_shipdate) AS lo, max(l_comment) AS hi FROM lineitem',
+  'SELECT count(DISTINCT l_orderkey) AS orders FROM lineitem WHERE l_discount > 0.05',
+  `SELECT l_orderkey, l_linenumber, l_extendedprice FROM lineitem WHERE l_quantity >= 50
+   ORDER BY l_extendedprice DESC, l_orderkey, l_linenumber LIMIT 10`,
+  `SELECT l_suppkey, sum(l_quantity) AS q FROM lineitem GROUP BY l_suppkey
+   HAVING sum(l_quantity) > 3900 ORDER BY q DESC, l_suppkey`,
+  `SELECT a.l_shipmode, count(*) AS n FROM lineitem a
+   JOIN (SELECT l_orderkey FROM lineitem GROUP BY l_orderkey HAVING count(*) = 7) b ON a.l_orderkey = b.l_orderkey
+   GROUP BY a.l_shipmode ORDER BY a.l_shipmode`,
+  // A point lookup reads its filter column first, little of the file: it runs whole.
+  'SELECT l_orderkey, l_linenumber, l_comment FROM lineitem WHERE l_orderkey = 4242 ORDER BY l_linenumber',
+  'SELECT 42 AS answer',
+];
+// Asked after a failing query, of the same engine.
+const AFTER_ERROR = 'SELECT count(*) AS n, sum(l_quantity) AS q FROM lineitem WHERE l_quantity > 10';
+const FOOTER_READ = 256 * 1024;
+
+let server;
+let browser;
+let page;
+let answers;
+let fileUrl;
+before(async () => {
+  demoFixture(); // makes WORK, which the server serves
+  const file = path.join(WORK, 'lineitem-sf0.1.parquet');
+  answers = JSON.parse(
+    execFileSync(python(), [path.join(REPO, 'tests/js/duckdb_answers.py'), file], {
+      input: JSON.stringify([...QUERIES, AFTER_ERROR]),
+      encoding: 'utf8',
+      maxBuffer: 64 << 20,
+    }),
+  );
+  server = await startServer();
+  fileUrl = `${server.base}/${path.relative(REPO, file)}`;
+  browser = await launchChromium();
+  page = await (await browser.newContext()).newPage();
+  await page.goto(`${server.base}/tests/js/browser.html`);
+});
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+// Each query on a fresh engine without a cache, so that bytes count what a query reads.
+async function runAll(workers) {
+  return page.evaluate(
+    async ([queries, url, workers]) => {
+      const { Medallion } = await import('/wasm/js/index.js');
+      const out = [];
+      for (const sql of queries) {
+        const m = await Medallion.create({ workers, cacheBytes: 0 });
+        await m.registerParquet('lineitem', url);
+        m.resetStats();
+        try {
+          const r = await m.sql(sql);
+          out.push({ rows: r.toArray(), parts: r.parts, bytes: m.stats().bytes, workers: m.workers });
+        } catch (e) {
+          out.push({ error: String(e.message ?? e) });
+        }
+        m.close();
+      }
+      return out;
+    },
+    [QUERIES, fileUrl, workers],
+  );
+}
+
+// Decimals arrive as numbers (1e-9 relative); an average of decimals is a decimal of scale 6
+// here and a double in DuckDB, so it agrees to 1e-6.
+function close(key, a, b) {
+  if (typeof a === 'number' && typeof b === 'number') {
+    const tolerance = key.startsWith('avg') ? 1e-6 : 1e-9 * Math.max(1, Math.abs(b));
+    return Math.abs(a - b) <= tolerance;
+  }
+  return a === b;
+}
+
+function sameRows(got, want) {
+  return (
+    got.length === want.length &&
+    got.every((g, i) => Object.keys(want[i]).length === Object.keys(g).length && Object.entries(want[i]).every(([k, v]) => close(k, g[k], v)))
+  );
+}
+
+test('queries split across 2 and 3 Web Workers give the one-engine answers and DuckDB\'s, reading the file once', async () => {
+  const whole = await runAll(0);
+  for (const [i, r] of whole.entries()) {
+    assert.equal(r.error, undefined, `${QUERIES[i]}: ${r.error}`);
+    assert.ok(sameRows(r.rows, answers[i]), `one engine vs DuckDB: ${QUERIES[i]}\n${JSON.stringify(r.rows.slice(0, 3))}\n${JSON.stringify(answers[i].slice(0, 3))}`);
+    assert.equal(r.parts, 1);
+  }
+  for (const workers of [2, 3]) {
+    const split = await runAll(workers);
+    for (const [i, r] of split.entries()) {
+      const sql = QUERIES[i];
+      assert.equal(r.error, undefined, `${workers} workers: ${sql}: ${r.error}`);
+      assert.equal(r.workers, workers);
+      assert.deepEqual(r.rows, whole[i].rows, `${workers} workers vs one engine: ${sql}`);
+      assert.ok(sameRows(r.rows, answers[i]), `${workers} workers vs DuckDB: ${sql}`);
+      const scans = sql.includes('FROM lineitem') && !sql.includes('l_orderkey = 4242');
+      assert.equal(r.parts, scans ? workers : 1, `${workers} workers: parts of ${sql}`);
+      if (!scans) continue;
+      const bound = sql.includes('LIMIT') ? workers * whole[i].bytes : 1.25 * whole[i].bytes + (workers + 1) * FOOTER_READ;
+      assert.ok(r.bytes < bound, `${workers} workers read ${r.bytes} bytes where one engine read ${whole[i].bytes}: ${sql}`);
+    }
+  }
+});
+
+test('a failing query fails once in its own words, and the workers take the next one', async () => {
+  const out = await page.evaluate(async ([url, after]) => {
+    const { Medallion } = await import('/wasm/js/index.js');
+    const m = await Medallion.create({ workers: 2 });
+    await m.registerParquet('lineitem', url);
+    let message = 'no error';
+    try {
+      await m.sql('SELECT CAST(l_comment AS INT) AS c FROM lineitem');
+    } catch (e) {
+      message = `${e.name}: ${e.message}`;
+    }
+    const next = await m.sql(after);
+    return { message, workers: m.workers, next: next.toArray(), parts: next.parts };
+  }, [fileUrl, AFTER_ERROR]);
+  assert.match(out.message, /^MedallionError: .*Cannot cast string/);
+  assert.equal(out.message.match(/Cannot cast string/g).length, 1, out.message);
+  assert.equal(out.workers, 2);
+  assert.equal(out.parts, 2);
+  assert.ok(sameRows(out.next, answers[QUERIES.length]), `${JSON.stringify(out.next)} vs DuckDB's ${JSON.stringify(answers[QUERIES.length])}`);
+});
+
+test('with workers, every query shape (small files, Delta tables: run whole) gives the native answer', async () => {
+  const cases = queryCases(server.base);
+  const got = await page.evaluate(async (base) => {
+    const c = await import('/tests/js/cases.mjs');
+    const { Medallion } = await import('/wasm/js/index.js');
+    return c.runQueryCases(Medallion, c.queryCases(base), { workers: 2 });
+  }, server.base);
+  for (const c of cases) {
+    assert.equal(got[c.name].error, undefined, `${c.name}: ${got[c.name].error}`);
+    assert.deepEqual(got[c.name].rows, nativeRows(c), c.name);
+  }
+});
