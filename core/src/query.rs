@@ -165,13 +165,33 @@ pub async fn collect_sql(
     what: &str,
     sql: &str,
 ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
-    let df = ctx
-        .sql(sql)
+    let plan = plan_sql(ctx, what, sql).await?;
+    collect_plan(ctx, what, plan).await
+}
+
+/// The physical plan of `sql` in `ctx`, to look at before running it ([`collect_plan`]).
+pub async fn plan_sql(
+    ctx: &SessionContext,
+    what: &str,
+    sql: &str,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let planning = || format!("{what}: planning SQL");
+    ctx.sql(sql)
         .await
-        .context(|| format!("{what}: planning SQL"))?;
-    let schema = string_views::plain_schema(&Arc::new(df.schema().as_arrow().clone()));
-    let batches = df
-        .collect()
+        .context(planning)?
+        .create_physical_plan()
+        .await
+        .context(planning)
+}
+
+/// Runs a plan of `ctx`'s to completion, as [`collect_sql`] does.
+pub async fn collect_plan(
+    ctx: &SessionContext,
+    what: &str,
+    plan: Arc<dyn ExecutionPlan>,
+) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+    let schema = string_views::plain_schema(&plan.schema());
+    let batches = datafusion::physical_plan::collect(plan, ctx.task_ctx())
         .await
         .and_then(|b| {
             b.iter()
@@ -581,7 +601,10 @@ fn arrow_schema(
 /// What a location turned out to hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TableKind {
-    Delta,
+    /// A Delta table, read at this version.
+    Delta {
+        version: u64,
+    },
     Parquet,
 }
 
@@ -682,7 +705,10 @@ pub async fn register_location_at(
     let Located { location, at, kind } = locate(storage.as_ref(), location, at).await?;
     let (provider, kind) = if kind == LocationKind::Delta {
         let snapshot = Snapshot::load_at(storage.as_ref(), location, at).await?;
-        (delta_table(ctx, storage, &snapshot)?, TableKind::Delta)
+        let kind = TableKind::Delta {
+            version: snapshot.version,
+        };
+        (delta_table(ctx, storage, &snapshot)?, kind)
     } else if kind == LocationKind::ParquetFile {
         // One file: its footer read (a suffix read) also tells its size, so no HEAD.
         let reading = reading_of(ctx.state().config());

@@ -32,28 +32,20 @@ use datafusion::physical_plan::limit::LocalLimitExec;
 use datafusion::physical_plan::placeholder_row::PlaceholderRowExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::sorts::sort::SortExec;
-use datafusion::physical_plan::{collect, ExecutionPlan, ExecutionPlanProperties};
-use datafusion::prelude::SessionContext;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::prelude::{SessionConfig, SessionContext};
 use futures::TryStreamExt;
 
 use crate::error::{Context, Error, Result};
-use crate::query::{new_context, session_config, EngineOptions};
-use crate::string_views;
+use crate::query::{collect_plan, new_context, plan_sql, session_config, EngineOptions};
 
-/// A session that plans for `parts` partitions, one per instance. Partitions do not steal
-/// each other's files: a part runs alone, and would read them all. Dynamic filters stay on:
-/// one whose operator runs in another instance is never tightened, and keeps every row.
+/// A session that plans for `parts` partitions, one per instance.
 pub fn context(opts: EngineOptions, parts: usize) -> SessionContext {
     let ctx = new_context(EngineOptions {
         target_partitions: parts.max(1),
         ..opts
     });
-    {
-        let state = ctx.state_ref();
-        let mut state = state.write();
-        let options = state.config_mut().options_mut();
-        options.execution.enable_file_stream_work_stealing = false;
-    }
+    in_parts(ctx.state_ref().write().config_mut());
     ctx
 }
 
@@ -67,14 +59,37 @@ pub fn context_from(ctx: &SessionContext, opts: EngineOptions, parts: usize) -> 
     })
     // The catalogs are `ctx`'s: a new default catalog would replace its tables, in both.
     .with_create_default_catalog_and_schema(false);
-    config
-        .options_mut()
-        .execution
-        .enable_file_stream_work_stealing = false;
+    in_parts(&mut config);
     let state = SessionStateBuilder::new_from_existing(ctx.state())
         .with_config(config)
         .build();
     SessionContext::new_with_state(state)
+}
+
+/// Partitions do not steal each other's files: a part runs alone, and would read them all.
+/// Dynamic filters stay on: one whose operator runs in another instance is never tightened,
+/// and keeps every row.
+fn in_parts(config: &mut SessionConfig) {
+    config
+        .options_mut()
+        .execution
+        .enable_file_stream_work_stealing = false;
+}
+
+/// Whether `plan`'s scans read enough for splitting them to pay: at least DataFusion's floor
+/// for splitting a file. Below it, more instances cost more than they save. A plan for one
+/// partition answers as well as one for many, so a query can be asked before it is planned
+/// in parts.
+pub fn worth_splitting(ctx: &SessionContext, plan: &Arc<dyn ExecutionPlan>) -> bool {
+    scanned_bytes(plan) >= split_floor(ctx)
+}
+
+fn split_floor(ctx: &SessionContext) -> u64 {
+    ctx.state()
+        .config()
+        .options()
+        .optimizer
+        .repartition_file_min_size as u64
 }
 
 /// A query's plan for `parts` partitions, and the subtrees its parts run.
@@ -90,27 +105,13 @@ impl QueryParts {
     /// DataFusion's floor for splitting a file (a point lookup): the query is best run whole.
     pub async fn plan(ctx: &SessionContext, sql: &str) -> Result<Option<Self>> {
         let parts = ctx.state().config().target_partitions();
-        let plan = ctx
-            .sql(sql)
-            .await
-            .context(|| "query: planning SQL".to_string())?
-            .create_physical_plan()
-            .await
-            .context(|| "query: planning SQL".to_string())?;
+        let plan = plan_sql(ctx, "query", sql).await?;
         let mut cuts = Vec::new();
         if parts > 1 {
             find_cuts(&plan, parts, &mut cuts);
         }
-        // Below DataFusion's own floor for splitting a file, more instances cost more than
-        // they save.
-        let floor = ctx
-            .state()
-            .config()
-            .options()
-            .optimizer
-            .repartition_file_min_size as u64;
         let scanned: u64 = cuts.iter().map(scanned_bytes).sum();
-        Ok((!cuts.is_empty() && scanned >= floor).then_some(Self { plan, cuts, parts }))
+        Ok((!cuts.is_empty() && scanned >= split_floor(ctx)).then_some(Self { plan, cuts, parts }))
     }
 
     /// The number of parts (partitions of every cut).
@@ -313,17 +314,7 @@ impl QueryParts {
                 .context(|| "query: gathering the parts' results".to_string())?;
             sources.push((Arc::clone(cut), source as Arc<dyn ExecutionPlan>));
         }
-        let plan = substitute(&self.plan, &sources)?;
-        let schema = string_views::plain_schema(&plan.schema());
-        let batches = collect(plan, ctx.task_ctx())
-            .await
-            .and_then(|b| {
-                b.iter()
-                    .map(|b| string_views::plain_batch(b, &schema))
-                    .collect()
-            })
-            .context(|| "query: running SQL".to_string())?;
-        Ok((schema, batches))
+        collect_plan(ctx, "query", substitute(&self.plan, &sources)?).await
     }
 }
 
@@ -638,6 +629,24 @@ mod tests {
         assert!(lookup.unwrap().is_none());
         let scan = QueryParts::plan(&ctx, "SELECT sum(v) FROM t").await;
         assert!(scan.unwrap().is_some());
+        // Asked of the one-partition plan a page's engine runs whole, the answers agree.
+        let one = crate::query::new_context(opts);
+        register_location(&one, &storage, "t", "/t/a.parquet")
+            .await
+            .unwrap();
+        one.state_ref()
+            .write()
+            .config_mut()
+            .options_mut()
+            .optimizer
+            .repartition_file_min_size = 1;
+        let worth = |sql: &'static str| {
+            let one = one.clone();
+            async move { worth_splitting(&one, &plan_sql(&one, "q", sql).await.unwrap()) }
+        };
+        assert!(!worth("SELECT * FROM t WHERE v = 4242").await);
+        assert!(worth("SELECT sum(v) FROM t").await);
+        assert!(!worth("SELECT 42").await);
     }
 
     #[tokio::test]

@@ -49,6 +49,7 @@ test('the workers option is ignored in Node (no Web Workers), and a bad value is
   assert.equal(m.workers, 0);
   m.close();
   await assert.rejects(Medallion.create({ workers: -1 }), /workers must be a whole number ≥ 0 or "auto", not -1/);
+  await assert.rejects(Medallion.create({ workers: 2, workerSilenceMs: 0 }), /workerSilenceMs must be a number of milliseconds > 0, not 0/);
 });
 
 test('results convert to Arrow IPC that apache-arrow reads', async () => {

@@ -8,12 +8,11 @@
 // errors that say what is wrong.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import http from 'node:http';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { Medallion, MedallionError } from '../../wasm/js/index.js';
 import { GOLD } from './cases.mjs';
-import { REPO, demoFixture, freePort, launchChromium, nativeRows, startMoto, startServer } from './support.mjs';
+import { REPO, corsProxy, demoFixture, freePort, launchChromium, nativeRows, startMoto, startServer } from './support.mjs';
 
 const BUCKET = 'lake';
 const BASE = `s3://${BUCKET}/src`;
@@ -148,39 +147,6 @@ test('errors say what is wrong: a missing bucket, no s3 option, a bad s3 option,
   await assert.rejects(Medallion.create({ s3: { ...moto.s3, anonymous: true } }), /exactly one way to sign/);
   await assert.rejects(Medallion.create({ s3: { endpoint: moto.endpoint, accessKeyId: 'a', secretAccessKey: 'b' } }), /`region` is required/);
 });
-
-/**
- * moto answers a CORS preflight with 403 unless the URL carries a presigned query (it cannot
- * tell which of its services an unsigned OPTIONS is for); a real bucket answers it from its
- * CORS configuration. This stands in for that in front of moto: preflights are answered here,
- * everything else passes through unchanged.
- */
-function corsProxy(target) {
-  const to = new URL(target);
-  const server = http.createServer((req, res) => {
-    if (req.method === 'OPTIONS') {
-      res.writeHead(204, {
-        'access-control-allow-origin': req.headers.origin ?? '*',
-        'access-control-allow-methods': 'GET, HEAD, PUT, DELETE',
-        'access-control-allow-headers': req.headers['access-control-request-headers'] ?? '',
-        'access-control-max-age': '600',
-      });
-      return res.end();
-    }
-    const upstream = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
-      res.writeHead(r.statusCode, r.headers);
-      r.pipe(res);
-    });
-    upstream.on('error', () => res.destroy());
-    req.pipe(upstream);
-  });
-  return new Promise((resolve) => {
-    server.listen(0, '127.0.0.1', () => resolve({
-      endpoint: `http://127.0.0.1:${server.address().port}`,
-      stop: () => new Promise((r) => server.close(r)),
-    }));
-  });
-}
 
 test('Chromium: a page that holds no keys signs through its server (presigned URLs) and runs the pipeline into the bucket', async () => {
   const server = await startServer();

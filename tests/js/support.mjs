@@ -3,6 +3,7 @@
 // server (moto), and the native CLI's answers that every runtime must match.
 import { execFileSync, spawn } from 'node:child_process';
 import fs from 'node:fs';
+import http from 'node:http';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -204,5 +205,38 @@ export async function launchChromium() {
     executablePath: CHROMIUM,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
       '--disable-sync', '--no-first-run', '--disable-quic'],
+  });
+}
+
+/**
+ * moto answers a CORS preflight with 403 unless the URL carries a presigned query (it cannot
+ * tell which of its services an unsigned OPTIONS is for); a real bucket answers it from its
+ * CORS configuration. This stands in for that in front of moto: preflights are answered here,
+ * everything else passes through unchanged.
+ */
+export function corsProxy(target) {
+  const to = new URL(target);
+  const server = http.createServer((req, res) => {
+    if (req.method === 'OPTIONS') {
+      res.writeHead(204, {
+        'access-control-allow-origin': req.headers.origin ?? '*',
+        'access-control-allow-methods': 'GET, HEAD, PUT, DELETE',
+        'access-control-allow-headers': req.headers['access-control-request-headers'] ?? '',
+        'access-control-max-age': '600',
+      });
+      return res.end();
+    }
+    const upstream = http.request({ host: to.hostname, port: to.port, method: req.method, path: req.url, headers: req.headers }, (r) => {
+      res.writeHead(r.statusCode, r.headers);
+      r.pipe(res);
+    });
+    upstream.on('error', () => res.destroy());
+    req.pipe(upstream);
+  });
+  return new Promise((resolve) => {
+    server.listen(0, '127.0.0.1', () => resolve({
+      endpoint: `http://127.0.0.1:${server.address().port}`,
+      stop: () => new Promise((r) => server.close(r)),
+    }));
   });
 }

@@ -50,11 +50,19 @@ export interface CreateOptions {
    * Web Workers that run the scans of large queries (default 0: one engine, one core; "auto":
    * one per core, up to 8). Each worker holds its own instance of the module (memory and
    * start-up per worker) and the page's HTTP(S) tables, and reads its share of their byte
-   * ranges; the page's engine plans and finishes the query over their results. Queries over
-   * s3:// or in-memory tables, and scans under 10 MiB, run whole on the page. Ignored where
-   * Web Workers cannot start (Node, edge workers).
+   * ranges (s3:// tables too: the page signs each of their reads); the page's engine plans
+   * and finishes the query over their results. Queries over the in-memory lake, or tables the
+   * workers do not hold (views, a lake runPipeline registered), and scans under 10 MiB run
+   * whole on the page. Ignored where Web Workers cannot start (Node, edge workers).
    */
   workers?: number | 'auto';
+  /**
+   * How long a worker owing an answer may stay silent, in ms (default 60000). A worker answers
+   * the pool's pings whenever its query waits on a read; one silent this long (stopped by the
+   * browser without an error, say) ends the pool with a console warning, and queries, the one
+   * under way included, run whole on the page.
+   */
+  workerSilenceMs?: number;
 }
 
 /** Where a bucket is, plus exactly one way to sign its requests. */

@@ -40,17 +40,26 @@ async function s3Fetch(s3) {
   if (ways !== 1) {
     throw fail('give exactly one way to sign: accessKeyId and secretAccessKey (Node, edge workers), sign (browser pages: your server signs), or anonymous: true (public buckets)');
   }
-  if (s3.anonymous) return (url, init) => fetch(url, init);
+  // Each way comes with `signRead`, which signs a request without a body for another fetcher:
+  // the Web Workers of the `workers` option read the page's buckets, and keys and the page's
+  // `sign` callback stay on the page.
+  if (s3.anonymous) {
+    return Object.assign((url, init) => fetch(url, init), { signRead: async (request) => request });
+  }
   if (s3.sign !== undefined) {
     if (typeof s3.sign !== 'function') throw fail('`sign` must be a function ({ method, url, headers }) => { url, headers }');
-    return async (url, init) => {
-      const headers = { ...init.headers };
-      const signed = await s3.sign({ method: init.method, url, headers });
+    const sign = async ({ method, url, headers }) => {
+      const signed = await s3.sign({ method, url, headers });
       if (!signed || (typeof signed.url !== 'string' && !(signed.url instanceof URL))) {
-        throw new TypeError(`the s3 sign callback returned ${JSON.stringify(signed)} for ${init.method} ${url}, not { url, headers }`);
+        throw new TypeError(`the s3 sign callback returned ${JSON.stringify(signed)} for ${method} ${url}, not { url, headers }`);
       }
-      return fetch(String(signed.url), { ...init, headers: signed.headers ?? headers });
+      return { url: String(signed.url), headers: signed.headers ?? headers };
     };
+    const send = async (url, init) => {
+      const signed = await sign({ method: init.method, url, headers: { ...init.headers } });
+      return fetch(signed.url, { ...init, headers: signed.headers });
+    };
+    return Object.assign(send, { signRead: sign });
   }
   if (typeof s3.accessKeyId !== 'string' || typeof s3.secretAccessKey !== 'string' || !s3.accessKeyId || !s3.secretAccessKey) {
     throw fail('accessKeyId and secretAccessKey must both be given, as strings');
@@ -72,7 +81,11 @@ async function s3Fetch(s3) {
     region: s3.region,
     retries: 0,
   });
-  return async (url, init) => fetch(await client.sign(url, init));
+  const signRead = async ({ method, url, headers }) => {
+    const signed = await client.sign(url, { method, headers });
+    return { url: signed.url, headers: Object.fromEntries(signed.headers) };
+  };
+  return Object.assign(async (url, init) => fetch(await client.sign(url, init)), { signRead });
 }
 
 const WORKERS_CACHE_BYTES = 32 * 1024 * 1024;
@@ -93,6 +106,13 @@ async function defaultWasmSource() {
 // Whether the `workers` option can be honoured: Web Workers that take a module script (browsers;
 // not Node or edge workers, which run one query at a time on the one engine).
 const canStartWorkers = typeof Worker === 'function' && !isNode && typeof WebAssembly?.compile === 'function';
+
+// How long a worker owing an answer may send nothing before the pool ends. A worker answers
+// pings whenever its query waits on a read; with its bytes cached it reads none, and computes
+// its whole part in one go: under a second for SF1 Q1 in the browser benchmark, so a minute
+// of silence means the worker is gone, not busy.
+const WORKER_SILENCE_MS = 60_000;
+const PING_MS = 5_000;
 
 // Compiled once per URL for every engine's workers (a worker instantiates it without compiling).
 const compiledByUrl = new Map();
@@ -128,11 +148,20 @@ class WorkerPool {
   #baseline = [];
   #unsent = new Map();
   #registering = Promise.resolve();
+  #heard = [];
+  #silenceMs;
+  #watch = null;
+  #signRead;
   broken = null;
 
-  static async start(count, source, options) {
+  constructor(silenceMs) {
+    this.#silenceMs = silenceMs;
+  }
+
+  static async start(count, source, options, silenceMs = WORKER_SILENCE_MS, s3 = null) {
     const module = await compiledModule(source);
-    const pool = new WorkerPool();
+    const pool = new WorkerPool(silenceMs);
+    pool.#signRead = s3?.signRead;
     for (let i = 0; i < count; i++) {
       const worker = new Worker(besideUs('./worker.js'), { type: 'module', name: `medallion-${i}` });
       worker.onmessage = ({ data }) => pool.#answer(i, data);
@@ -140,9 +169,10 @@ class WorkerPool {
       pool.#workers.push(worker);
       pool.#latest.push({});
       pool.#baseline.push({});
+      pool.#heard.push(0);
     }
     try {
-      await Promise.all(pool.#workers.map((_, i) => pool.#call(i, 'start', { module, options })));
+      await Promise.all(pool.#workers.map((_, i) => pool.#call(i, 'start', { module, options, s3: s3?.address })));
     } catch (e) {
       pool.close();
       throw e;
@@ -158,12 +188,45 @@ class WorkerPool {
     if (this.broken) return Promise.reject(new MedallionError(this.broken));
     return new Promise((resolve, reject) => {
       const id = ++this.#next;
-      this.#pending.set(id, { resolve, reject });
+      // Silence counts from the first call a worker has to answer, not from each one queued.
+      if (!this.#busy().has(i)) this.#heard[i] = Date.now();
+      this.#pending.set(id, { resolve, reject, worker: i });
       this.#workers[i].postMessage({ id, call, args });
+      this.#watch ??= setInterval(() => this.#check(), Math.min(PING_MS, this.#silenceMs / 3));
     });
   }
 
+  #busy() {
+    return new Set([...this.#pending.values()].map((p) => p.worker));
+  }
+
+  // A worker the browser stopped without an error event (out of memory, say) would leave its
+  // part pending for ever: a worker owing an answer is pinged, and answers between its reads;
+  // one silent for the whole allowance ends the pool, and the query runs whole on the page.
+  #check() {
+    const busy = this.#busy();
+    if (!busy.size) {
+      clearInterval(this.#watch);
+      this.#watch = null;
+      return;
+    }
+    for (const i of busy) {
+      const silent = Date.now() - this.#heard[i];
+      if (silent > this.#silenceMs) {
+        this.#fail(`worker ${i} sent nothing for ${(silent / 1000).toFixed(1)} s while it owed an answer (workerSilenceMs: ${this.#silenceMs})`);
+        return;
+      }
+      this.#workers[i].postMessage({ ping: true });
+    }
+  }
+
   #answer(i, data) {
+    this.#heard[i] = Date.now();
+    if (data.pong) return;
+    if (data.sign !== undefined) {
+      this.#sign(i, data);
+      return;
+    }
     if (data.trapped !== undefined) {
       this.#fail(`worker ${i}'s WebAssembly module stopped (${data.trapped})`);
       return;
@@ -176,6 +239,22 @@ class WorkerPool {
     else pending.resolve(data.value);
   }
 
+  // A worker's read of an s3:// table, signed here: keys and the `sign` callback stay on the page.
+  async #sign(i, { sign, request }) {
+    let answer;
+    try {
+      answer = { signed: sign, value: await this.#signRead(request) };
+    } catch (e) {
+      answer = { signed: sign, error: String(e?.message ?? e) };
+    }
+    if (!this.broken) this.#workers[i].postMessage(answer);
+  }
+
+  /** Whether the workers read s3:// tables (the page has the s3 option). */
+  get readsS3() {
+    return this.#signRead !== undefined;
+  }
+
   #fail(message, closing = false) {
     if (this.broken) return;
     this.broken = message;
@@ -183,6 +262,8 @@ class WorkerPool {
     if (!closing) console.warn(`Medallion: ${message}; queries run whole on the page from now on`);
     for (const p of this.#pending.values()) p.reject(new MedallionError(message));
     this.#pending.clear();
+    clearInterval(this.#watch);
+    this.#watch = null;
     for (const w of this.#workers) w.terminate();
   }
 
@@ -361,10 +442,13 @@ export class Medallion {
    * server), or `anonymous: true` (public buckets).
    */
   static async create(options = {}) {
-    const { wasm, s3, workers, ...engineOptions } = options;
+    const { wasm, s3, workers, workerSilenceMs = WORKER_SILENCE_MS, ...engineOptions } = options;
     const wanted = workers === 'auto' ? Math.min(globalThis.navigator?.hardwareConcurrency ?? 1, 8) : (workers ?? 0);
     if (!Number.isInteger(wanted) || wanted < 0) {
       throw new MedallionError(`Medallion.create options: workers must be a whole number ≥ 0 or "auto", not ${JSON.stringify(workers)}`);
+    }
+    if (!(typeof workerSilenceMs === 'number' && workerSilenceMs > 0)) {
+      throw new MedallionError(`Medallion.create options: workerSilenceMs must be a number of milliseconds > 0, not ${JSON.stringify(workerSilenceMs)}`);
     }
     // A Cloudflare Workers isolate has 128 MB for everything; the engine's default would not fit.
     if (engineOptions.cacheBytes === undefined && globalThis.navigator?.userAgent === 'Cloudflare-Workers') {
@@ -378,9 +462,10 @@ export class Medallion {
     const m = new Medallion(engineOptions, wasm, send);
     await m.#ensure();
     if (wanted > 1 && canStartWorkers) {
-      // Without the s3 option: keys and signing stay on the page, so s3:// tables run whole here.
-      const { s3: _, ...workerOptions } = engineOptions;
-      m.#pool = await WorkerPool.start(wanted, wasm ?? (await defaultWasmSource()), workerOptions);
+      // The workers' engines get the bucket's address; they ask the page to sign each read.
+      const { s3: address, ...workerOptions } = engineOptions;
+      const bucket = send ? { address, signRead: send.signRead } : null;
+      m.#pool = await WorkerPool.start(wanted, wasm ?? (await defaultWasmSource()), workerOptions, workerSilenceMs, bucket);
     }
     return m;
   }
@@ -467,8 +552,13 @@ export class Medallion {
     const { version, timestamp } = at ?? {};
     const found = await this.#call((e) => e.register(name, location, kind, version, timestamp));
     this.#registered.set(name, { location, kind, version, timestamp });
-    if (this.#pool?.size && /^https?:\/\//i.test(location)) this.#pool.register(name, location, kind, version, timestamp);
-    return found;
+    if (this.#pool?.size && (/^https?:\/\//i.test(location) || (this.#pool.readsS3 && /^s3:\/\//i.test(location)))) {
+      // The workers read the Delta version the page read, even if the table has moved on
+      // since: else their plans would differ from the page's, and every query would run whole.
+      if (found.version !== null) this.#pool.register(name, location, found.kind, found.version, undefined);
+      else this.#pool.register(name, location, kind, version, timestamp);
+    }
+    return found.kind;
   }
 
   /**

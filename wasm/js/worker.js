@@ -12,10 +12,29 @@ let engine = null;
 const fetchAnyway = globalThis.fetch.bind(globalThis);
 globalThis.fetch = (input, init = {}) => fetchAnyway(input, { ...init, cache: 'no-store' });
 
+// Reads of s3:// tables: the page signs each one (it holds the keys or the `sign` callback),
+// this worker fetches the bytes itself.
+const signing = new Map();
+let signRequests = 0;
+function signOnPage(request) {
+  return new Promise((resolve, reject) => {
+    const id = ++signRequests;
+    signing.set(id, { resolve, reject });
+    postMessage({ sign: id, request });
+  });
+}
+async function s3Send(url, init) {
+  if (init.body !== undefined && init.body !== null) {
+    throw new TypeError(`a worker only reads: ${init.method} ${url} has a body`);
+  }
+  const signed = await signOnPage({ method: init.method, url, headers: { ...init.headers } });
+  return fetch(signed.url, { ...init, headers: signed.headers });
+}
+
 const calls = {
-  async start({ module, options }) {
+  async start({ module, options, s3 }) {
     await glue.default({ module_or_path: module });
-    engine = new glue.Engine(options, undefined);
+    engine = s3 ? new glue.Engine({ ...options, s3 }, s3Send) : new glue.Engine(options, undefined);
     glue.onTrap((message) => postMessage({ trapped: message }));
   },
   async register({ name, location, kind, version, timestamp }) {
@@ -28,6 +47,15 @@ const calls = {
 };
 
 self.onmessage = async ({ data }) => {
+  // The pool's check that this worker is alive: answered whenever a query waits on a read.
+  if (data.ping) return postMessage({ pong: true });
+  if (data.signed !== undefined) {
+    const waiting = signing.get(data.signed);
+    signing.delete(data.signed);
+    if (data.error !== undefined) waiting?.reject(new Error(data.error));
+    else waiting?.resolve(data.value);
+    return;
+  }
   const { id, call, args } = data;
   try {
     const out = await calls[call](args);

@@ -14,7 +14,8 @@ use medallion_core::datafusion::prelude::SessionContext;
 use medallion_core::delta::At;
 use medallion_core::pipeline::{self, quarantine_location, table_location, Progress, RunOptions};
 use medallion_core::query::{
-    collect_sql, new_context, register_location, register_location_at, EngineOptions, TableKind,
+    collect_plan, new_context, plan_sql, register_location, register_location_at, EngineOptions,
+    TableKind,
 };
 use medallion_core::query_parts::{self, QueryParts};
 use medallion_core::spec::PipelineSpec;
@@ -82,6 +83,14 @@ struct PipelineOptions {
     run_id: Option<String>,
     /// Fixed `now` in ms since the epoch, for reproducible `_ingested_at` values.
     now_ms: Option<f64>,
+}
+
+/// What `register` found: the kind, and a Delta table's version (the one its queries read,
+/// which the page's Web Workers then register too).
+#[derive(Serialize)]
+struct Registered {
+    kind: &'static str,
+    version: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -283,7 +292,8 @@ impl Engine {
 
     /// Registers a table: `kind` is "parquet", "delta" or "auto" (a `.parquet` URL is
     /// Parquet, a folder with `_delta_log/` is Delta). A Delta table can be read as of a
-    /// `version` or a `timestamp` (RFC 3339). Resolves to the kind found.
+    /// `version` or a `timestamp` (RFC 3339). Resolves to `{ kind, version }`: the kind found
+    /// and, for Delta, the version read.
     pub fn register(
         &self,
         name: String,
@@ -331,10 +341,11 @@ impl Engine {
                     "table `{name}`: {location} is not a Parquet file"
                 )));
             }
-            Ok(JsValue::from_str(match found {
-                TableKind::Delta => "delta",
-                TableKind::Parquet => "parquet",
-            }))
+            let (kind, version) = match found {
+                TableKind::Delta { version } => ("delta", Some(version)),
+                TableKind::Parquet => ("parquet", None),
+            };
+            to_js(&Registered { kind, version })
         })
     }
 
@@ -343,37 +354,31 @@ impl Engine {
         let inner = self.inner.clone();
         future_to_promise(async move {
             inner.begin_call();
-            let (schema, batches) = collect_sql(&inner.ctx, "query", &query)
-                .await
-                .map_err(js_error)?;
-            Ok(QueryResult::new(schema, batches).into())
+            Ok(run_query(&inner, &query, None).await?.into())
         })
     }
 
     /// Runs SQL with its scans split into `parts` parts, each run by another engine that holds
     /// the same tables (a Web Worker): `run_parts(fingerprint)` resolves to their `queryPart`
     /// answers, in part order. This engine plans, then finishes the query over the parts'
-    /// results. The query runs here whole if it does not split, if it reads anything but
-    /// HTTP(S) files (the workers fetch by URL; finishing must not read), or if a part planned
-    /// other work (a table changed in between).
+    /// results. The query runs here whole if its scans read too little to split, if it reads
+    /// anything but HTTP(S) files or, with the `s3` option, a bucket (the workers fetch by
+    /// URL, asking the page to sign; finishing must not read), or if a part planned other
+    /// work or none (a table changed in between, or a worker does not hold it).
     #[wasm_bindgen(js_name = sqlInParts)]
     pub fn sql_in_parts(&self, query: String, parts: usize, run_parts: Function) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
             inner.begin_call();
-            if let Some(result) = in_parts(&inner, &query, parts, &run_parts).await? {
-                return Ok(result.into());
-            }
-            let (schema, batches) = collect_sql(&inner.ctx, "query", &query)
-                .await
-                .map_err(js_error)?;
-            Ok(QueryResult::new(schema, batches).into())
+            Ok(run_query(&inner, &query, Some((parts, &run_parts)))
+                .await?
+                .into())
         })
     }
 
     /// Part `part` of `query` planned in `parts` parts (see `sqlInParts`): resolves to
     /// `{ fingerprint, lengths, bytes }` (one Arrow IPC stream per cut in `bytes`), or
-    /// `{ fingerprint: null }` if the query does not split.
+    /// `{ fingerprint: null }` if the query does not split here or cannot be planned here.
     #[wasm_bindgen(js_name = queryPart)]
     pub fn query_part(&self, query: String, parts: usize, part: usize) -> Promise {
         let inner = self.inner.clone();
@@ -384,7 +389,9 @@ impl Engine {
             let set = |key: &str, value: &JsValue| {
                 js_sys::Reflect::set(&answer, &JsValue::from_str(key), value).map(|_| ())
             };
-            let Some(split) = QueryParts::plan(&ctx, &query).await.map_err(js_error)? else {
+            // The page planned this query; if this engine cannot (a table the page holds and
+            // it does not, such as a lake `runPipeline` registered), the query runs whole there.
+            let Ok(Some(split)) = QueryParts::plan(&ctx, &query).await else {
                 set("fingerprint", &JsValue::NULL)?;
                 return Ok(answer.into());
             };
@@ -496,21 +503,48 @@ impl Engine {
     }
 }
 
-/// `query` split as [`Engine::sql_in_parts`] says, or `None` if it is to run whole.
-async fn in_parts(
+/// Runs `query` whole, or split as [`Engine::sql_in_parts`] says when `in_parts` is given.
+/// It is planned once for this engine first: a query whose scans read too little to split
+/// (a point lookup, a constant) runs that plan and costs no planning in parts.
+async fn run_query(
+    inner: &Inner,
+    query: &str,
+    in_parts: Option<(usize, &Function)>,
+) -> Result<QueryResult, JsValue> {
+    let whole = plan_sql(&inner.ctx, "query", query)
+        .await
+        .map_err(js_error)?;
+    if let Some((parts, run_parts)) = in_parts {
+        if parts >= 2 && query_parts::worth_splitting(&inner.ctx, &whole) {
+            if let Some(result) = split(inner, query, parts, run_parts).await? {
+                return Ok(result);
+            }
+        }
+    }
+    let (schema, batches) = collect_plan(&inner.ctx, "query", whole)
+        .await
+        .map_err(js_error)?;
+    Ok(QueryResult::new(schema, batches))
+}
+
+/// `query` run in `parts` parts, or `None` if it is to run whole.
+async fn split(
     inner: &Inner,
     query: &str,
     parts: usize,
     run_parts: &Function,
 ) -> Result<Option<QueryResult>, JsValue> {
-    if parts < 2 {
-        return Ok(None);
-    }
     let ctx = query_parts::context_from(&inner.ctx, inner.engine, parts);
     let Some(split) = QueryParts::plan(&ctx, query).await.map_err(js_error)? else {
         return Ok(None);
     };
-    let remote = |store: &String| store.starts_with("http://") || store.starts_with("https://");
+    // Workers read HTTP(S) by URL, and a bucket when the page can sign for them.
+    let s3 = inner.storage.s3.is_some();
+    let remote = |store: &String| {
+        store.starts_with("http://")
+            || store.starts_with("https://")
+            || (s3 && store.starts_with("s3://"))
+    };
     if !split.finishes_in_memory() || !split.stores().iter().all(remote) {
         return Ok(None);
     }

@@ -108,7 +108,9 @@ impl ClusterSession {
                 &snapshot.metadata.partition_columns,
                 &snapshot.live_files(),
             )?;
-            return Ok(TableKind::Delta);
+            return Ok(TableKind::Delta {
+                version: snapshot.version,
+            });
         }
         // Parquet files and globs: listed and their schema read here, by DataFusion, through
         // the same stores the executors use.
