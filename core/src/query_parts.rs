@@ -479,12 +479,16 @@ mod tests {
 
     /// The test file is small: split it anyway.
     fn without_floor(ctx: &SessionContext) {
+        set_floor(ctx, 0);
+    }
+
+    fn set_floor(ctx: &SessionContext, bytes: usize) {
         ctx.state_ref()
             .write()
             .config_mut()
             .options_mut()
             .optimizer
-            .repartition_file_min_size = 0;
+            .repartition_file_min_size = bytes;
     }
 
     async fn split_context(storage: &Arc<dyn Storage>, parts: usize) -> SessionContext {
@@ -619,12 +623,7 @@ mod tests {
             .await
             .unwrap();
         // Any scan that reads a byte counts, but for the late-materialised one.
-        ctx.state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .optimizer
-            .repartition_file_min_size = 1;
+        set_floor(&ctx, 1);
         let lookup = QueryParts::plan(&ctx, "SELECT * FROM t WHERE v = 4242").await;
         assert!(lookup.unwrap().is_none());
         let scan = QueryParts::plan(&ctx, "SELECT sum(v) FROM t").await;
@@ -634,12 +633,7 @@ mod tests {
         register_location(&one, &storage, "t", "/t/a.parquet")
             .await
             .unwrap();
-        one.state_ref()
-            .write()
-            .config_mut()
-            .options_mut()
-            .optimizer
-            .repartition_file_min_size = 1;
+        set_floor(&one, 1);
         let worth = |sql: &'static str| {
             let one = one.clone();
             async move { worth_splitting(&one, &plan_sql(&one, "q", sql).await.unwrap()) }
