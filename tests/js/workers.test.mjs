@@ -11,7 +11,8 @@
 //           engine reads, plus a footer read per engine (a top-k: less than N times)
 //   errors  a query failing in the workers fails once, in its own words; the pool goes on
 //   delta   a Delta table that gains a version after the page read it still splits: the
-//           workers read the page's version (written by deltalake)
+//           workers read the page's version (written by deltalake); after the page's module
+//           traps and registers the table again, at its latest version, the workers follow
 //   views   a view the page made and the workers do not hold: the query runs whole
 //   s3      an s3:// table splits as well: the workers read the bucket (moto's S3 server), and
 //           the page, which alone can sign (its `sign` callback, or keys), signs their reads
@@ -189,12 +190,20 @@ deltalake.write_deltalake(sys.argv[2], t.slice(0, rows) if rows else t, mode=sys
     const r = await m.sql(q1);
     await m.registerDelta('now', url);
     const now = await m.sql(count.replace('FROM lineitem', 'FROM now'));
+    // A fresh module instance on the page registers `lineitem` again: at version 1 now.
+    const trapped = await m._panicForTests(false).then(() => false, (e) => e.trapped === true);
+    const again = await m.sql('SELECT count(*) AS n FROM lineitem WHERE l_quantity > 0');
     m.close();
-    return { rows: r.toArray(), parts: r.parts, now: now.toArray()[0].n, nowParts: now.parts };
+    return {
+      rows: r.toArray(), parts: r.parts, now: now.toArray()[0].n, trapped,
+      again: again.toArray()[0].n, againParts: again.parts, workers: m.workers,
+    };
   }, [url, QUERIES[0], QUERIES[1]]);
   assert.ok(sameRows(out.rows, answers[0]), `version 0 vs DuckDB over the file: ${JSON.stringify(out.rows.slice(0, 2))}`);
   assert.equal(out.parts, 2);
   assert.equal(out.now, answers[1][0].n + 1000);
+  assert.equal(out.trapped, true);
+  assert.deepEqual([out.again, out.againParts], [answers[1][0].n + 1000, 2]);
 });
 
 test('a view or table only the page holds runs whole, with the answer', async () => {

@@ -482,7 +482,9 @@ export class Medallion {
           throw toError(e);
         }
         for (const [name, { location, kind, version, timestamp }] of this.#registered) {
-          await this.#guard(instance, () => engine.register(name, location, kind, version, timestamp));
+          const found = await this.#guard(instance, () => engine.register(name, location, kind, version, timestamp));
+          // A Delta table read at its latest version may have moved on: the workers follow.
+          this.#mirror(name, location, kind, version, timestamp, found);
         }
         this.#instance = instance;
         this.#engine = engine;
@@ -552,13 +554,18 @@ export class Medallion {
     const { version, timestamp } = at ?? {};
     const found = await this.#call((e) => e.register(name, location, kind, version, timestamp));
     this.#registered.set(name, { location, kind, version, timestamp });
-    if (this.#pool?.size && (/^https?:\/\//i.test(location) || (this.#pool.readsS3 && /^s3:\/\//i.test(location)))) {
-      // The workers read the Delta version the page read, even if the table has moved on
-      // since: else their plans would differ from the page's, and every query would run whole.
-      if (found.version !== null) this.#pool.register(name, location, found.kind, found.version, undefined);
-      else this.#pool.register(name, location, kind, version, timestamp);
-    }
+    this.#mirror(name, location, kind, version, timestamp, found);
     return found.kind;
+  }
+
+  // The workers hold the page's tables they can read: HTTP(S), and s3:// when the page signs.
+  #mirror(name, location, kind, version, timestamp, found) {
+    if (!this.#pool?.size) return;
+    if (!(/^https?:\/\//i.test(location) || (this.#pool.readsS3 && /^s3:\/\//i.test(location)))) return;
+    // The workers read the Delta version the page read, even if the table has moved on
+    // since: else their plans would differ from the page's, and every query would run whole.
+    if (found.version !== null) this.#pool.register(name, location, found.kind, found.version, undefined);
+    else this.#pool.register(name, location, kind, version, timestamp);
   }
 
   /**
