@@ -167,6 +167,11 @@ export async function startMoto() {
       AWS_REGION: keys.region,
     },
     request,
+    /** "The app's server": presigns exactly the request a page describes (its `sign` callback). */
+    async presign({ method, url, headers }) {
+      const r = await client.sign(url, { method, headers, aws: { signQuery: true, allHeaders: false } });
+      return { url: r.url, headers };
+    },
     createBucket: (bucket) => request('PUT', bucket),
     /** Uploads every file below `dir` to s3://bucket/prefix/<relative path>. */
     async upload(dir, bucket, prefix) {

@@ -232,11 +232,9 @@ test('an s3:// table splits too: the workers read the bucket, the page signs the
   await moto.createBucket('tpch');
   await moto.request('PUT', 'tpch/lineitem.parquet', fs.readFileSync(file));
   const signed = [];
-  // "The app's server" presigns what the page asks, as in s3.test.mjs.
-  await page.exposeFunction('presignForWorkersTest', async ({ method, url, headers }) => {
-    signed.push(method);
-    const r = await moto.client.sign(url, { method, headers, aws: { signQuery: true, allHeaders: false } });
-    return { url: r.url, headers };
+  await page.exposeFunction('presignForWorkersTest', (request) => {
+    signed.push(request.method);
+    return moto.presign(request);
   });
   const proxy = await corsProxy(moto.endpoint);
   let out;
