@@ -210,7 +210,7 @@ fn combine(a: Side, b: Side, f: impl Fn(i64, i64) -> i64) -> Option<ScalarBuffer
 
 /// The largest magnitude in `a`, null slots included, if every value fits in `i64`: known if
 /// this module computed `a` (see [`BOUNDS`]), else scanned.
-fn magnitude(a: &PrimitiveArray<Decimal128Type>) -> Option<u64> {
+pub(crate) fn magnitude(a: &PrimitiveArray<Decimal128Type>) -> Option<u64> {
     if let Some(bound) = remembered(a.values()) {
         return Some(bound);
     }

@@ -37,6 +37,7 @@ pub mod delta;
 pub mod error;
 pub mod extract;
 pub mod first_per_key;
+pub mod grouped_sums;
 pub mod incremental;
 pub mod inspect;
 pub mod late_materialisation;

@@ -66,6 +66,7 @@ impl Default for EngineOptions {
 pub fn new_context(opts: EngineOptions) -> SessionContext {
     let ctx = context_with_memory(session_config(opts), opts.memory_limit);
     ctx.add_optimizer_rule(Arc::new(DecimalArithmetic));
+    ctx.add_optimizer_rule(Arc::new(crate::grouped_sums::GroupedSums));
     ctx
 }
 
