@@ -61,14 +61,17 @@ impl LaneSums {
         self.inner.inner().as_ref()
     }
 
-    /// Lanes before `inner`, DataFusion's accumulator, if `args` are one `Decimal128` column
-    /// and the function's partial state is a sum (and a count); else `inner` back.
-    #[allow(clippy::type_complexity)]
-    fn lanes_over(
-        &self,
-        inner: Box<dyn GroupsAccumulator>,
-        args: AccumulatorArgs,
-    ) -> Result<std::result::Result<Lanes, Box<dyn GroupsAccumulator>>> {
+    /// The wrapped function's partial state for `args`, if lanes can go before its
+    /// accumulator: one `Decimal128` argument, not DISTINCT, and a state that is a sum (and a
+    /// count).
+    fn lane_state(&self, args: &AccumulatorArgs) -> Result<Option<(State, Vec<FieldRef>)>> {
+        let input_is_decimal = matches!(
+            args.expr_fields,
+            [f] if matches!(f.data_type(), DataType::Decimal128(..))
+        );
+        if !input_is_decimal || args.is_distinct {
+            return Ok(None);
+        }
         let state = self.inner().state_fields(StateFieldsArgs {
             name: args.name,
             input_fields: args.expr_fields,
@@ -76,25 +79,7 @@ impl LaneSums {
             ordering_fields: &[],
             is_distinct: args.is_distinct,
         })?;
-        let input_is_decimal = matches!(
-            args.expr_fields,
-            [f] if matches!(f.data_type(), DataType::Decimal128(..))
-        );
-        Ok(match state_kind(&state) {
-            Some(kind) if input_is_decimal && !args.is_distinct => Ok(Lanes {
-                inner,
-                kind,
-                state,
-                sums: Vec::new(),
-                counts: Vec::new(),
-                groups: 0,
-                total: 0,
-                spent: 0,
-                on: true,
-                batches: 0,
-            }),
-            _ => Err(inner),
-        })
+        Ok(state_kind(&state).map(|kind| (kind, state)))
     }
 }
 
@@ -162,10 +147,10 @@ impl AggregateUDFImpl for LaneSums {
         args: AccumulatorArgs,
     ) -> Result<Box<dyn GroupsAccumulator>> {
         let inner = self.inner().create_groups_accumulator(args.clone())?;
-        match self.lanes_over(inner, args)? {
-            Ok(lanes) => Ok(Box::new(lanes)),
-            Err(inner) => Ok(inner),
-        }
+        Ok(match self.lane_state(&args)? {
+            Some((kind, state)) => Box::new(Lanes::new(inner, kind, state)),
+            None => inner,
+        })
     }
 
     fn create_sliding_accumulator(&self, args: AccumulatorArgs) -> Result<Box<dyn Accumulator>> {
@@ -254,6 +239,21 @@ impl std::fmt::Debug for Lanes {
 }
 
 impl Lanes {
+    fn new(inner: Box<dyn GroupsAccumulator>, kind: State, state: Vec<FieldRef>) -> Self {
+        Self {
+            inner,
+            kind,
+            state,
+            sums: Vec::new(),
+            counts: Vec::new(),
+            groups: 0,
+            total: 0,
+            spent: 0,
+            on: true,
+            batches: 0,
+        }
+    }
+
     /// Hands what the lanes hold to `inner` as partial state of every group, and empties them.
     fn fold(&mut self) -> Result<()> {
         if self.groups == 0 {
@@ -510,9 +510,10 @@ mod tests {
             .inner()
             .create_groups_accumulator(args.clone())
             .unwrap();
-        let Ok(Ok(ours)) = lanes.lanes_over(inner, args.clone()) else {
+        let Some((kind, state)) = lanes.lane_state(&args).unwrap() else {
             panic!("no lanes for {}", func.name())
         };
+        let ours = Lanes::new(inner, kind, state);
         (func.inner().create_groups_accumulator(args).unwrap(), ours)
     }
 
