@@ -48,6 +48,7 @@ pub mod quality;
 pub mod query;
 pub mod query_parts;
 pub mod report;
+pub mod short_key_groups;
 pub mod source;
 pub mod spec;
 pub mod storage;

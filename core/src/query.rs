@@ -65,6 +65,10 @@ impl Default for EngineOptions {
 /// A DataFusion session configured for Medallion.
 pub fn new_context(opts: EngineOptions) -> SessionContext {
     let ctx = context_with_memory(session_config(opts), opts.memory_limit);
+    let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+        .with_physical_optimizer_rule(Arc::new(crate::short_key_groups::ShortKeyGroups))
+        .build();
+    let ctx = SessionContext::new_with_state(state);
     ctx.add_optimizer_rule(Arc::new(DecimalArithmetic));
     ctx.add_optimizer_rule(Arc::new(crate::grouped_sums::GroupedSums));
     ctx

@@ -351,6 +351,7 @@ fn independent(node: &Arc<dyn ExecutionPlan>) -> bool {
         || any
             .downcast_ref::<AggregateExec>()
             .is_some_and(|a| *a.mode() == AggregateMode::Partial)
+        || any.is::<crate::short_key_groups::ShortKeyAggregateExec>()
         || any
             .downcast_ref::<SortExec>()
             .is_some_and(|s| s.preserve_partitioning());
