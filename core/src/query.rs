@@ -64,8 +64,13 @@ impl Default for EngineOptions {
 
 /// A DataFusion session configured for Medallion.
 pub fn new_context(opts: EngineOptions) -> SessionContext {
-    let ctx = context_with_memory(session_config(opts), opts.memory_limit);
-    let state = datafusion::execution::SessionStateBuilder::new_from_existing(ctx.state())
+    let (config, runtime) = config_with_memory(session_config(opts), opts.memory_limit);
+    // Built from scratch rather than from an existing state: `new_from_existing` turns off
+    // the default catalog in the config, which the cluster session copies.
+    let state = datafusion::execution::SessionStateBuilder::new()
+        .with_config(config)
+        .with_runtime_env(runtime)
+        .with_default_features()
         .with_physical_optimizer_rule(Arc::new(crate::short_key_groups::ShortKeyGroups))
         .build();
     let ctx = SessionContext::new_with_state(state);
@@ -100,9 +105,12 @@ pub(crate) fn session_config(opts: EngineOptions) -> SessionConfig {
     }))
 }
 
-fn context_with_memory(config: SessionConfig, memory_limit: Option<usize>) -> SessionContext {
+fn config_with_memory(
+    config: SessionConfig,
+    memory_limit: Option<usize>,
+) -> (SessionConfig, Arc<RuntimeEnv>) {
     match memory_limit {
-        None => SessionContext::new_with_config(config),
+        None => (config, Arc::new(RuntimeEnv::default())),
         Some(limit) => {
             use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
             use datafusion::execution::memory_pool::{FairSpillPool, TrackConsumersPool};
@@ -131,10 +139,10 @@ fn context_with_memory(config: SessionConfig, memory_limit: Option<usize>) -> Se
                 .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(disk))
                 .build_arc();
             match runtime {
-                Ok(runtime) => SessionContext::new_with_config_rt(config, runtime),
+                Ok(runtime) => (config, runtime),
                 // Only a temporary folder that cannot be created fails here: run without
                 // spilling, so a query over the limit reports it.
-                Err(_) => SessionContext::new_with_config_rt(
+                Err(_) => (
                     config,
                     Arc::new(RuntimeEnv {
                         memory_pool: Arc::new(FairSpillPool::new(limit)),
@@ -754,6 +762,20 @@ pub async fn register_location_at(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The cluster session builds its state from this config alone, so the config itself
+    /// must still ask for the default catalog.
+    #[test]
+    fn a_session_from_the_config_has_the_default_catalog() {
+        let ctx = new_context(EngineOptions::default());
+        assert!(ctx.catalog("datafusion").is_some());
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_config(ctx.state().config().clone())
+            .with_default_features()
+            .build();
+        let copy = SessionContext::new_with_state(state);
+        assert!(copy.catalog("datafusion").is_some());
+    }
 
     #[test]
     fn time_travel_suffixes() {
