@@ -476,8 +476,10 @@ impl Grouping {
             };
             accumulator.update_batch(&values, &self.indices, filter, total)?;
         }
-        let held = (self.slots.capacity() + self.indices.capacity() * 2) * 4
-            + (self.words.capacity() + self.batch_words.capacity()) * 16
+        use std::mem::size_of;
+        let held = self.slots.capacity() * size_of::<u32>()
+            + self.indices.capacity() * size_of::<usize>()
+            + (self.words.capacity() + self.batch_words.capacity()) * size_of::<u128>()
             + self.accumulators.iter().map(|a| a.size()).sum::<usize>();
         Ok(match self.reservation.try_resize(held) {
             Ok(()) => Taken::Yes,
@@ -609,9 +611,10 @@ impl Grouping {
                     Arc::new(StringViewArray::try_new(views, vec![], nulls)?)
                 }
                 KeyKind::Fixed(size) => {
-                    let bytes: Vec<u8> = values
-                        .flat_map(|v| v.to_le_bytes()[..*size].to_vec())
-                        .collect();
+                    let mut bytes = Vec::with_capacity(count * size);
+                    for v in values {
+                        bytes.extend_from_slice(&v.to_le_bytes()[..*size]);
+                    }
                     let data = ArrayData::try_new(
                         self.schema.field(j).data_type().clone(),
                         count,
